@@ -1,0 +1,39 @@
+# rnntune developer entry points. Every target sets up what it needs.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint format bench clean
+
+setup: $(STAMP)
+
+# torch first and pinned (a CPU build is on disk here; an unpinned torch pulls a CUDA build),
+# then the rest from the pinned constraints. Re-runs only when the pins or project change.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/rnntune train examples/mnist1d.yaml --output-dir runs/demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: setup
+	$(BIN)/python bench/train_overhead.py
+	$(BIN)/python bench/reproduce.py
+
+clean:
+	rm -rf runs lightning_logs .pytest_cache .ruff_cache

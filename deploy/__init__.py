@@ -1,0 +1,1 @@
+"""Serving registered models (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""Recurrent models (plain nn.Modules), their LightningModules, and datasets."""

@@ -1,0 +1,123 @@
+"""What every recurrent task shares: optimizer, clipping with statistics, divergence guard, epoch metrics.
+
+Subclasses implement `batch_loss(batch) -> (loss, sums)` where `sums` are per-batch totals
+(`{"loss": summed loss, "correct": ..., "count": ...}`) so epoch metrics are exact averages.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from lightning_modules import metrics as M
+from lightning_modules.clipping import GradientClipper
+from lightning_modules.config import TrainSpec
+from lightning_modules.optim import build_optimizer, build_schedule
+
+
+class RecurrentTask(pl.LightningModule):
+    """Base LightningModule around a plain network built from (spec, data_info)."""
+
+    def __init__(self, spec: dict[str, Any] | TrainSpec, data_info: dict[str, Any]) -> None:
+        super().__init__()
+        # Plain dicts in the checkpoint so `load_from_checkpoint` needs no pickled classes.
+        spec_dict = spec.model_dump() if isinstance(spec, TrainSpec) else spec
+        self.save_hyperparameters({"spec": spec_dict, "data_info": data_info})
+        self.spec = TrainSpec.model_validate(spec_dict)
+        self.data_info = data_info
+        self.net = self.build_net()
+        o = self.spec.optim
+        self.clipper = GradientClipper(o.grad_clip_algorithm, o.grad_clip, o.autoclip_percentile)
+        self.monitor, self.mode = M.DEFAULT_MONITOR[self.spec.task]
+        self.diverged = False
+        self._sums: dict[str, dict[str, torch.Tensor]] = {}
+        self._epoch_start = time.perf_counter()
+
+    # -- to implement -------------------------------------------------------------------------
+    def build_net(self) -> nn.Module:
+        raise NotImplementedError
+
+    def batch_loss(self, batch, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def epoch_metrics(self, stage: str, sums: dict[str, float]) -> dict[str, float]:
+        """Turn summed totals into `{stage}_loss`, `{stage}_acc`, ... for one epoch."""
+        return {f"{stage}_loss": sums["loss"] / sums["count"]}
+
+    # -- accumulation -------------------------------------------------------------------------
+    def _accumulate(self, stage: str, sums: dict[str, torch.Tensor]) -> None:
+        acc = self._sums.setdefault(stage, {})
+        for k, v in sums.items():
+            v = v.detach()
+            acc[k] = acc[k] + v if k in acc else v
+
+    def _collect(self, stage: str) -> dict[str, float]:
+        sums = {k: float(v) for k, v in self._sums.pop(stage, {}).items()}
+        return self.epoch_metrics(stage, sums) if sums.get("count") else {}
+
+    # -- Lightning hooks ----------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+        self._sums.pop("train", None)
+        zero = torch.zeros((), device=self.device)
+        self._sums["clip"] = {"norm": zero, "clipped": zero, "steps": zero}
+
+    def training_step(self, batch, batch_idx: int):
+        loss, sums = self.batch_loss(batch, "train")
+        if not torch.isfinite(loss):
+            # A NaN/inf loss: end the run as diverged instead of stepping on garbage.
+            self.diverged = True
+            self.trainer.should_stop = True
+            return None
+        self._accumulate("train", sums)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        norm, clipped = self.clipper(self.parameters())
+        c = self._sums["clip"]
+        # Kept on the device: no host sync per step.
+        c["norm"] = c["norm"] + norm.detach().to(c["norm"].device)
+        c["clipped"] = c["clipped"] + clipped.detach().to(c["norm"].device).float()
+        c["steps"] = c["steps"] + 1
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        _, sums = self.batch_loss(batch, "val")
+        self._accumulate("val", sums)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        _, sums = self.batch_loss(batch, "test")
+        self._accumulate("test", sums)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self._sums.pop("val", None)
+            return
+        # Train metrics are complete when end-of-epoch validation runs, so everything for the
+        # epoch is logged at once: one report per epoch for loggers, Tune and early stopping.
+        logs = {**self._collect("val"), **self._collect("train")}
+        clip = self._sums.get("clip")
+        if clip is not None and clip["steps"] > 0:
+            logs[M.GRAD_NORM] = float(clip["norm"] / clip["steps"])
+            logs[M.CLIP_FRAC] = float(clip["clipped"] / clip["steps"])
+        if self.trainer.optimizers:
+            logs[M.LR] = self.trainer.optimizers[0].param_groups[0]["lr"]
+        logs[M.EPOCH_TIME_S] = time.perf_counter() - self._epoch_start
+        if self.diverged:
+            logs = {k: (math.nan if k.startswith("val_") else v) for k, v in logs.items()}
+        for key, value in logs.items():
+            self.log(key, value, prog_bar=key in (M.TRAIN_LOSS, M.VAL_LOSS, self.monitor))
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self._collect("test"))
+
+    def configure_optimizers(self):
+        opt = build_optimizer(self.parameters(), self.spec.optim)
+        sched = build_schedule(
+            opt, self.spec.optim, self.spec.trainer.max_epochs, self.monitor, self.mode
+        )
+        return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}

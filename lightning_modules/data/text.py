@@ -1,0 +1,96 @@
+"""Character-level text from any fsspec URL, split by position and batched contiguously.
+
+The vocabulary comes from the training split only (index 0 stands for any character it lacks)
+and is saved with the model. Batches are `batch_size` parallel streams cut into windows of
+`seq_len`, in order, so a language model can carry its (detached) state from one window to the
+next: truncated backpropagation through time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import fsspec
+import torch
+
+from lightning_modules.config import TextData
+from lightning_modules.data.base import SequenceData, SequenceDataModule, Split
+
+UNKNOWN = "\ufffd"
+VAL_START, TEST_START = 0.90, 0.95  # last 10% held out: 5% validation, 5% test
+
+
+class Vocabulary:
+    def __init__(self, chars: list[str]) -> None:
+        self.chars = [UNKNOWN, *sorted(set(chars) - {UNKNOWN})]
+        self.index = {c: i for i, c in enumerate(self.chars)}
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> torch.Tensor:
+        return torch.tensor([self.index.get(c, 0) for c in text], dtype=torch.long)
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+
+def read_text(url: str, limit_chars: int | None = None) -> str:
+    try:
+        with fsspec.open(url, "r", encoding="utf-8") as f:
+            return f.read(limit_chars) if limit_chars else f.read()
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"data.url: no such file {url!r}") from e
+
+
+def build(cfg: TextData, seed: int) -> SequenceData:
+    text = read_text(cfg.url, cfg.limit_chars)
+    if len(text) < 20 * cfg.seq_len:
+        raise ValueError(
+            f"data.url: {len(text)} characters is too little for seq_len {cfg.seq_len}"
+        )
+    a, b = int(len(text) * VAL_START), int(len(text) * TEST_START)
+    vocab = Vocabulary(list(text[:a]))
+
+    def split(part: str) -> Split:
+        ids = vocab.encode(part)
+        return Split(ids, ids)  # targets are the inputs shifted by one, cut by the batcher
+
+    return SequenceData(
+        train=split(text[:a]),
+        val=split(text[a:b]),
+        test=split(text[b:]),
+        input_size=len(vocab),
+        out_features=len(vocab),
+        seq_len=cfg.seq_len,
+        extras={"vocabulary": vocab.chars},
+    )
+
+
+class ContiguousWindows:
+    """(x, y) windows of `batch_size` parallel streams; y is x shifted one character ahead."""
+
+    def __init__(self, tokens: torch.Tensor, batch_size: int, seq_len: int) -> None:
+        batch_size = max(1, min(batch_size, (len(tokens) - 1) // (seq_len + 1)))
+        n = (len(tokens) - 1) // batch_size * batch_size
+        self.x = tokens[:n].view(batch_size, -1)  # (B, N/B): stream b is one contiguous stretch
+        self.y = tokens[1 : n + 1].view(batch_size, -1)
+        self.seq_len = seq_len
+
+    def __len__(self) -> int:
+        return -(-self.x.size(1) // self.seq_len)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i in range(0, self.x.size(1), self.seq_len):
+            yield self.x[:, i : i + self.seq_len], self.y[:, i : i + self.seq_len]
+
+
+class TextDataModule(SequenceDataModule):
+    def train_dataloader(self):
+        return ContiguousWindows(self.data.train.x, self.batch_size, self.data.seq_len)
+
+    def val_dataloader(self):
+        return ContiguousWindows(self.data.val.x, self.batch_size, self.data.seq_len)
+
+    def test_dataloader(self):
+        return ContiguousWindows(self.data.test.x, self.batch_size, self.data.seq_len)

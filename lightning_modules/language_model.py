@@ -1,0 +1,96 @@
+"""Character language model: per-step cross-entropy, bits per character, truncated BPTT, sampling."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from lightning_modules.base import RecurrentTask
+from lightning_modules.data.text import Vocabulary
+from lightning_modules.models import CharRNN, encoder_kwargs
+
+
+def _detach(state):
+    if state is None:
+        return None
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+class CharLanguageModel(RecurrentTask):
+    def build_net(self) -> CharRNN:
+        self.vocab = Vocabulary(self.data_info["extras"]["vocabulary"][1:])
+        self._state: dict[str, object] = {}
+        return CharRNN(
+            len(self.vocab), self.spec.model.embedding_dim, **encoder_kwargs(self.spec.model)
+        )
+
+    # Windows arrive in order, so each stage carries its state from one window to the next,
+    # detached: gradients stop at the window boundary (truncated BPTT), context does not.
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self._state["train"] = None
+
+    def on_validation_epoch_start(self) -> None:
+        self._state["val"] = None
+
+    def on_test_epoch_start(self) -> None:
+        self._state["test"] = None
+
+    def batch_loss(self, batch, stage: str):
+        x, y = batch  # (B, T) token ids; y is x shifted one character ahead
+        logits, state = self.net(x, self._state.get(stage))
+        self._state[stage] = _detach(state)
+        loss_sum = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
+        return loss_sum / y.numel(), {"loss": loss_sum, "count": y.new_tensor(y.numel())}
+
+    def epoch_metrics(self, stage: str, sums: dict[str, float]) -> dict[str, float]:
+        loss = sums["loss"] / sums["count"]
+        return {f"{stage}_loss": loss, f"{stage}_bpc": loss / math.log(2)}
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: str,
+        n: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> str:
+        return generate(self.net, self.vocab, prompt, n, temperature, top_k, generator)
+
+
+@torch.no_grad()
+def generate(
+    net: CharRNN,
+    vocab: Vocabulary,
+    prompt: str,
+    n: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> str:
+    """Continue `prompt` by `n` characters; temperature 0 is greedy, `top_k` keeps the k likeliest."""
+    was_training = net.training
+    net.eval()
+    device = next(net.parameters()).device
+    ids = vocab.encode(prompt or "\n").to(device).unsqueeze(0)  # (1, P)
+    logits, state = net(ids)
+    out = []
+    for _ in range(n):
+        last = logits[0, -1].float()
+        last[0] = -math.inf  # never emit the unknown-character slot
+        if temperature <= 0:
+            nxt = int(last.argmax())
+        else:
+            last = last / temperature
+            if top_k is not None and top_k < last.numel():
+                kth = torch.topk(last, top_k).values[-1]
+                last = last.masked_fill(last < kth, -math.inf)
+            probs = F.softmax(last, dim=-1).cpu()
+            nxt = int(torch.multinomial(probs, 1, generator=generator))
+        out.append(nxt)
+        logits, state = net(torch.tensor([[nxt]], device=device), state)
+    net.train(was_training)
+    return vocab.decode(out)

@@ -1,0 +1,222 @@
+"""One training run from a `TrainSpec`: data, model, Lightning Trainer, test on the best checkpoint.
+
+Tune trials call `train` too, adding their report callback; `rnntune train` calls it directly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import yaml
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+from lightning_modules import metrics as M
+from lightning_modules.base import RecurrentTask
+from lightning_modules.classifier import IGNORE, SequenceClassifier
+from lightning_modules.config import TrainSpec
+from lightning_modules.data import SequenceData, build_data, build_datamodule
+from lightning_modules.diagnostics import gradient_norms_over_time, plot_gradient_norms
+from lightning_modules.language_model import CharLanguageModel
+from lightning_modules.regressor import SequenceRegressor
+
+TASK_MODULES: dict[str, type[RecurrentTask]] = {
+    "classification": SequenceClassifier,
+    "regression": SequenceRegressor,
+    "language_model": CharLanguageModel,
+}
+
+
+@dataclass
+class TrainResult:
+    status: str  # completed | early_stopped | time_limit | diverged
+    epochs: int
+    monitor: str
+    best_val: float | None
+    test: dict[str, float]
+    checkpoint: str | None
+    output_dir: str
+    train_time_s: float
+    data_fingerprint: str
+    history: list[dict[str, float]] = field(default_factory=list)
+    grad_norms_over_time: list[float] = field(default_factory=list)
+
+
+def data_info(data: SequenceData) -> dict:
+    return {
+        "input_size": data.input_size,
+        "out_features": data.out_features,
+        "seq_len": data.seq_len,
+        "extras": data.extras,
+    }
+
+
+class _History(pl.Callback):
+    """Keeps each epoch's logged metrics (for the result file and plots)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        self.rows.append({"epoch": trainer.current_epoch, **row})
+
+
+def _diagnose(module: RecurrentTask, data: SequenceData, out_dir: Path) -> list[float]:
+    """||dL/dh_t|| over t on (up to) 64 validation sequences; JSON + PNG in `out_dir`."""
+    net = module.net.cpu()
+    split = data.val
+    if module.spec.task == "language_model":
+        rows = max(1, min(64, len(split.x) // data.seq_len))
+        windows = split.x[: rows * data.seq_len].view(rows, data.seq_len)
+        x, y = windows[:, :-1], windows[:, -1]  # predict each window's last character
+        norms = gradient_norms_over_time(net, x, lambda p: F.cross_entropy(p[:, -1], y))
+    else:
+        x, y = split.x[:64], split.y[:64]
+        if module.spec.task == "classification":
+
+            def loss_fn(p):
+                return F.cross_entropy(p.flatten(0, -2), y.flatten(), ignore_index=IGNORE)
+        else:
+
+            def loss_fn(p):
+                return F.mse_loss(p, y)
+
+        norms = gradient_norms_over_time(net, x, loss_fn)
+    (out_dir / "grad_norms_over_time.json").write_text(json.dumps(norms))
+    m = module.spec.model
+    title = f"{m.cell_type} x{m.num_layers} h={m.hidden_size}: gradient reaching step t"
+    plot_gradient_norms(norms, out_dir / "grad_norms_over_time.png", title)
+    return norms
+
+
+def build_trainer(
+    spec: TrainSpec,
+    output_dir: Path,
+    callbacks: list[pl.Callback],
+    logger=True,
+    enable_progress_bar: bool = True,
+) -> pl.Trainer:
+    t = spec.trainer
+    return pl.Trainer(
+        max_epochs=t.max_epochs,
+        max_time=timedelta(seconds=t.max_time_s) if t.max_time_s else None,
+        accelerator=t.accelerator,
+        devices=1,
+        precision=t.precision,
+        logger=pl.loggers.CSVLogger(str(output_dir), name="logs", version="")
+        if logger is True
+        else logger,
+        callbacks=callbacks,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        log_every_n_steps=1,  # we log per epoch only; this silences a warning for short epochs
+        enable_progress_bar=enable_progress_bar,
+        default_root_dir=str(output_dir),
+    )
+
+
+def train(
+    spec: TrainSpec,
+    output_dir: str | Path,
+    callbacks: list[pl.Callback] | None = None,
+    logger=True,
+    enable_progress_bar: bool = True,
+    run_test: bool = True,
+) -> TrainResult:
+    """Train, keep the best checkpoint by the task's validation metric, test it, save everything."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t = spec.trainer
+    pl.seed_everything(t.seed, workers=True, verbose=False)
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    (out / "config.yaml").write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
+
+    data = build_data(spec.data, t.seed)
+    dm = build_datamodule(spec.data, data, spec.optim.batch_size, t.seed)
+    module = TASK_MODULES[spec.task](spec, data_info(data))
+    monitor, mode = module.monitor, module.mode
+    ckpt = ModelCheckpoint(
+        dirpath=str(out / "checkpoints"), filename="best", monitor=monitor, mode=mode
+    )
+    history = _History()
+    cbs = [ckpt, history, *(callbacks or [])]
+    if t.patience:
+        cbs.append(
+            EarlyStopping(monitor=monitor, mode=mode, patience=t.patience, check_finite=True)
+        )
+    trainer = build_trainer(spec, out, cbs, logger, enable_progress_bar)
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    elapsed = time.perf_counter() - start
+    epochs = len(history.rows)
+    if module.diverged:
+        status = "diverged"
+    elif t.max_time_s and elapsed >= t.max_time_s:
+        status = "time_limit"
+    elif epochs < t.max_epochs:
+        status = "early_stopped"
+    else:
+        status = "completed"
+
+    best = ckpt.best_model_score
+    best_val = float(best) if best is not None and math.isfinite(float(best)) else None
+    test: dict[str, float] = {}
+    norms: list[float] = []
+    if status != "diverged" and ckpt.best_model_path:
+        if run_test:
+            res = trainer.test(module, datamodule=dm, ckpt_path=ckpt.best_model_path, verbose=False)
+            test = {k: float(v) for k, v in res[0].items()} if res else {}
+        if t.diagnostics:  # on the best weights, as the test was
+            norms = _diagnose(load_module(ckpt.best_model_path), data, out)
+
+    result = TrainResult(
+        status=status,
+        epochs=epochs,
+        monitor=monitor,
+        best_val=best_val,
+        test=test,
+        checkpoint=ckpt.best_model_path or None,
+        output_dir=str(out),
+        train_time_s=round(elapsed, 3),
+        data_fingerprint=data.fingerprint(),
+        history=history.rows,
+        grad_norms_over_time=norms,
+    )
+    (out / "result.json").write_text(
+        json.dumps({**asdict(result), "versions": _versions()}, indent=2)
+    )
+    return result
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "torch": torch.__version__,
+        "pytorch_lightning": pl.__version__,
+        "python": sys.version.split()[0],
+    }
+
+
+def load_module(checkpoint: str | Path) -> RecurrentTask:
+    """Rebuild the trained LightningModule (and its plain `.net`) from a checkpoint file."""
+    raw = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    spec = TrainSpec.model_validate(raw["hyper_parameters"]["spec"])
+    cls = TASK_MODULES[spec.task]
+    module = cls(spec, raw["hyper_parameters"]["data_info"])
+    module.load_state_dict(raw["state_dict"])
+    return module.eval()
+
+
+__all__ = ["TrainResult", "train", "load_module", "M"]

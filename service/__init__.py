@@ -1,0 +1,1 @@
+"""The `rnntune` CLI (and, later, the REST job service)."""

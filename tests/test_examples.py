@@ -1,0 +1,42 @@
+"""Every example spec validates and trains for one (shortened) epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lightning_modules.config import load_train_spec
+from lightning_modules.training import train
+from tests.conftest import ROOT, SHAKESPEARE
+
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+# Shrink the data so each smoke run takes seconds; the full runs are `make demo` and bench/.
+SMOKE_DATA = {
+    "mnist_rows": {"limit": 300},
+    "mnist1d": {"limit": 300},
+    "digits": {"limit": 300},
+    "adding": {"n_train": 300, "n_val": 100, "n_test": 100},
+    "copy": {"n_train": 300, "n_val": 100, "n_test": 100},
+    "text": {"limit_chars": 20000},
+}
+
+
+def test_examples_exist():
+    names = {p.name for p in EXAMPLES}
+    assert {"mnist1d.yaml", "seed_lstm_mnist.yaml", "seed_bilstm_mnist.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_example_smoke(path: Path, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # example URLs are relative to the project root
+    spec = load_train_spec(path)
+    if spec.data.name == "text" and not SHAKESPEARE.exists():
+        pytest.skip(f"fixture {SHAKESPEARE} is absent")
+    raw = spec.model_dump()
+    raw["data"].update(SMOKE_DATA[spec.data.name])
+    raw["trainer"].update(max_epochs=1, diagnostics=False)
+    spec = type(spec).model_validate(raw)
+    result = train(spec, tmp_path, logger=False, enable_progress_bar=False)
+    assert result.status == "completed" and result.epochs == 1
+    assert result.test, "no test metrics"
