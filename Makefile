@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/rnntune train examples/mnist1d.yaml --output-dir runs/demo
+	RAY_USAGE_STATS_ENABLED=0 $(BIN)/rnntune run examples/mnist1d.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q

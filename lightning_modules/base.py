@@ -17,6 +17,7 @@ from torch import nn
 from lightning_modules import metrics as M
 from lightning_modules.clipping import GradientClipper
 from lightning_modules.config import TrainSpec
+from lightning_modules.models import build_network
 from lightning_modules.optim import build_optimizer, build_schedule
 
 
@@ -40,7 +41,8 @@ class RecurrentTask(pl.LightningModule):
 
     # -- to implement -------------------------------------------------------------------------
     def build_net(self) -> nn.Module:
-        raise NotImplementedError
+        per_step = self.spec.data.name == "copy"  # per-step targets
+        return build_network(self.spec.model, self.spec.task, self.data_info, per_step)
 
     def batch_loss(self, batch, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
@@ -114,6 +116,18 @@ class RecurrentTask(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self._collect("test"))
+
+    @torch.no_grad()
+    def evaluate(self, batches, stage: str = "test") -> dict[str, float]:
+        """Exact metrics over an iterable of batches, without a Trainer (driver-side testing)."""
+        self.eval()
+        self._sums.pop(stage, None)
+        if stage == "test":
+            self.on_test_epoch_start()
+        for batch in batches:
+            _, sums = self.batch_loss(batch, stage)
+            self._accumulate(stage, sums)
+        return self._collect(stage)
 
     def configure_optimizers(self):
         opt = build_optimizer(self.parameters(), self.spec.optim)

@@ -6,22 +6,11 @@ import torch
 import torch.nn.functional as F
 
 from lightning_modules.base import RecurrentTask
-from lightning_modules.models import SequenceModel, encoder_kwargs
 
 IGNORE = -100  # per-step targets with this label are not scored
 
 
 class SequenceClassifier(RecurrentTask):
-    def build_net(self) -> SequenceModel:
-        per_step = self.spec.data.name == "copy"
-        return SequenceModel(
-            self.data_info["input_size"],
-            self.data_info["out_features"],
-            readout="per_step" if per_step else self.spec.model.readout,
-            seq_len=self.data_info["seq_len"],
-            **encoder_kwargs(self.spec.model),
-        )
-
     def batch_loss(self, batch, stage: str):
         x, lengths, y = batch  # x (B, T, F); y (B,) or per step (B, T)
         logits = self.net(x, lengths)  # (B, C) or (B, T, C)

@@ -212,7 +212,7 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
-        lines.append(f"{prefix}{loc}: {msg}")
+        lines.append(f"{prefix}{loc}: {msg}" if loc else f"{prefix}{msg}")
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from lightning_modules.base import RecurrentTask
 from lightning_modules.data.text import Vocabulary
-from lightning_modules.models import CharRNN, encoder_kwargs
+from lightning_modules.models import CharRNN
 
 
 def _detach(state):
@@ -22,9 +22,7 @@ class CharLanguageModel(RecurrentTask):
     def build_net(self) -> CharRNN:
         self.vocab = Vocabulary(self.data_info["extras"]["vocabulary"][1:])
         self._state: dict[str, object] = {}
-        return CharRNN(
-            len(self.vocab), self.spec.model.embedding_dim, **encoder_kwargs(self.spec.model)
-        )
+        return super().build_net()
 
     # Windows arrive in order, so each stage carries its state from one window to the next,
     # detached: gradients stop at the window boundary (truncated BPTT), context does not.

@@ -87,3 +87,18 @@ def encoder_kwargs(cfg: ModelConfig) -> dict:
         "output_dropout": cfg.output_dropout,
         "forget_bias": cfg.forget_bias,
     }
+
+
+def build_network(
+    model: ModelConfig, task: str, data_info: dict, per_step: bool = False
+) -> nn.Module:
+    """The plain network for a task from its model config and the data's dimensions."""
+    if task == "language_model":
+        return CharRNN(data_info["out_features"], model.embedding_dim, **encoder_kwargs(model))
+    return SequenceModel(
+        data_info["input_size"],
+        data_info["out_features"],
+        readout="per_step" if per_step else model.readout,
+        seq_len=data_info["seq_len"],
+        **encoder_kwargs(model),
+    )

@@ -106,6 +106,7 @@ def build_trainer(
     callbacks: list[pl.Callback],
     logger=True,
     enable_progress_bar: bool = True,
+    enable_checkpointing: bool = True,
 ) -> pl.Trainer:
     t = spec.trainer
     return pl.Trainer(
@@ -120,6 +121,7 @@ def build_trainer(
         callbacks=callbacks,
         num_sanity_val_steps=0,
         enable_model_summary=False,
+        enable_checkpointing=enable_checkpointing,
         log_every_n_steps=1,  # we log per epoch only; this silences a warning for short epochs
         enable_progress_bar=enable_progress_bar,
         default_root_dir=str(output_dir),
@@ -133,8 +135,14 @@ def train(
     logger=True,
     enable_progress_bar: bool = True,
     run_test: bool = True,
+    ckpt_path: str | None = None,
+    save_checkpoints: bool = True,
 ) -> TrainResult:
-    """Train, keep the best checkpoint by the task's validation metric, test it, save everything."""
+    """Train, keep the best checkpoint by the task's validation metric, test it, save everything.
+
+    `ckpt_path` resumes from a Lightning checkpoint; `save_checkpoints=False` leaves keeping
+    checkpoints to the caller's callbacks (Tune), and skips the test and diagnostics.
+    """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     t = spec.trainer
@@ -151,17 +159,18 @@ def train(
         dirpath=str(out / "checkpoints"), filename="best", monitor=monitor, mode=mode
     )
     history = _History()
-    cbs = [ckpt, history, *(callbacks or [])]
+    cbs = [ckpt] if save_checkpoints else []
+    cbs += [history, *(callbacks or [])]
     if t.patience:
         cbs.append(
             EarlyStopping(monitor=monitor, mode=mode, patience=t.patience, check_finite=True)
         )
-    trainer = build_trainer(spec, out, cbs, logger, enable_progress_bar)
+    trainer = build_trainer(spec, out, cbs, logger, enable_progress_bar, save_checkpoints)
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=dm)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)  # ckpt_path: resume a run
     elapsed = time.perf_counter() - start
-    epochs = len(history.rows)
+    epochs = max(len(history.rows), trainer.current_epoch)
     if module.diverged:
         status = "diverged"
     elif t.max_time_s and elapsed >= t.max_time_s:

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-from lightning_modules.config import SpecError
 
 
 def cmd_train(spec_path: str, output_dir: str | None, max_epochs: int | None, quiet: bool) -> int:
     """Train one model from a spec (no search); print and save its metrics."""
-    from lightning_modules.config import load_train_spec
-
-    spec = load_train_spec(spec_path)  # validate before the slow imports (torch, Lightning)
+    spec = _train_spec_from(spec_path)  # validate before the slow imports (torch, Lightning)
     from lightning_modules.training import train
 
     if max_epochs is not None:
@@ -38,6 +36,80 @@ def cmd_train(spec_path: str, output_dir: str | None, max_epochs: int | None, qu
     return 1 if result.status == "diverged" else 0
 
 
+def _train_spec_from(spec_path: str):
+    """A train spec, or a job spec's fixed settings (its search space is not sampled)."""
+    from lightning_modules.config import SpecError, load_train_spec
+    from tune.spec import load_job_spec
+
+    try:
+        return load_train_spec(spec_path)
+    except SpecError as train_error:
+        try:
+            job = load_job_spec(spec_path)
+        except SpecError:
+            raise train_error from None
+        print(f"{spec_path} is a search job; training its fixed settings (`rnntune run` searches)")
+        return job.base_train_spec()
+
+
+def cmd_run(spec_path: str, job_id: str | None = None) -> int:
+    """Run a search job: trials on Ray, tracked in MLflow, best model registered."""
+    from tune.spec import load_job_spec
+
+    spec = load_job_spec(spec_path)
+    from tune.driver import format_summary, run_job
+
+    summary = run_job(spec, job_id=job_id)
+    print(format_summary(summary))
+    return 0 if summary.best_metric is not None else 1
+
+
+def cmd_resume(job_id: str, storage: str) -> int:
+    """Resume an interrupted job from its storage; continues the same MLflow parent run."""
+    from tune.driver import format_summary, load_stored_spec, run_job
+
+    spec = load_stored_spec(storage, job_id)
+    summary = run_job(spec, job_id=job_id, resume=True)
+    print(format_summary(summary))
+    return 0 if summary.best_metric is not None else 1
+
+
+def cmd_schema() -> int:
+    """Print the job spec's JSON schema."""
+    from tune.spec import JobSpec
+
+    print(json.dumps(JobSpec.model_json_schema(), indent=2))
+    return 0
+
+
+def cmd_models(tracking_uri: str, name: str | None) -> int:
+    """List registered models, their versions, aliases and test metrics."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    models = [client.get_registered_model(name)] if name else client.search_registered_models()
+    print(f"{'model':<24} {'version':>7} {'aliases':<22} {'metric':<10} {'value':>8} job")
+    for m in models:
+        for v in client.search_model_versions(f"name='{m.name}'"):
+            aliases = ",".join(a for a, ver in m.aliases.items() if str(ver) == str(v.version))
+            metric = v.tags.get("metric", "")
+            print(
+                f"{m.name:<24} {v.version:>7} {aliases:<22} {metric:<10} {v.tags.get(metric, ''):>8} {v.tags.get('job_id', '')}"
+            )
+    return 0
+
+
+def cmd_promote(tracking_uri: str, name: str, version: str, alias: str) -> int:
+    """Point an alias (default `champion`) at a model version."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    client.get_model_version(name, version)  # fails clearly if it does not exist
+    client.set_registered_model_alias(name, alias, version)
+    print(f"{name}@{alias} -> version {version}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnntune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,21 +118,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default=None, help="where checkpoints and results go")
     p.add_argument("--max-epochs", type=int, default=None, help="override trainer.max_epochs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = sub.add_parser("run", help="run a search job locally (embedded Ray and MLflow)")
+    p.add_argument("spec")
+    p.add_argument("--job-id", default=None)
+    p = sub.add_parser("resume", help="resume an interrupted job")
+    p.add_argument("job_id")
+    p.add_argument("--storage", default="runs/tune", help="the job's storage URL")
+    sub.add_parser("schema", help="print the job spec's JSON schema")
+    for name, helptext in (("models", "list registered models"), ("promote", "set a model alias")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument(
+            "--tracking-uri", default=f"sqlite:///{Path('runs/tune/mlflow.db').resolve()}"
+        )
+        if name == "models":
+            p.add_argument("name", nargs="?")
+        else:
+            p.add_argument("name")
+            p.add_argument("version")
+            p.add_argument("--alias", default="champion")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def guarded(fn: Callable[..., int], *args) -> int:
+    """Run a command; bad input becomes a message and exit code 2, never a traceback."""
+    from lightning_modules.config import SpecError
+
     try:
-        if args.command == "train":
-            return cmd_train(args.spec, args.output_dir, args.max_epochs, args.quiet)
+        return fn(*args)
     except SpecError as e:
-        print(f"rnntune: invalid spec {args.spec}:\n{e}", file=sys.stderr)
+        print(f"rnntune: invalid spec:\n{e}", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError) as e:
         print(f"rnntune: {e}", file=sys.stderr)
         return 2
-    return 0
+    except Exception as e:  # noqa: BLE001 - e.g. MLflow/Ray errors: one line, not a traceback
+        if type(e).__name__ in ("MlflowException", "RestException"):
+            print(f"rnntune: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    match args.command:
+        case "train":
+            return guarded(cmd_train, args.spec, args.output_dir, args.max_epochs, args.quiet)
+        case "run":
+            return guarded(cmd_run, args.spec, args.job_id)
+        case "resume":
+            return guarded(cmd_resume, args.job_id, args.storage)
+        case "schema":
+            return cmd_schema()
+        case "models":
+            return guarded(cmd_models, args.tracking_uri, args.name)
+        case "promote":
+            return guarded(cmd_promote, args.tracking_uri, args.name, args.version, args.alias)
+    return 2
 
 
 if __name__ == "__main__":

@@ -64,3 +64,41 @@ def test_train_diverged_exits_nonzero(tmp_path):
     proc = _rnntune("train", str(spec), "--quiet", "--output-dir", str(tmp_path / "run"))
     assert proc.returncode == 1
     assert "diverged" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_schema_prints_job_spec_json_schema():
+    proc = _rnntune("schema")
+    assert proc.returncode == 0
+    schema = json.loads(proc.stdout)
+    assert "search_space" in schema["properties"] and "scheduler" in schema["properties"]
+
+
+def test_run_bad_job_spec_names_field(tmp_path):
+    bad = tmp_path / "job.yaml"
+    bad.write_text("data: {name: digits}\nsearch_space: {cell_type: {choice: [lstm, lstn]}}\n")
+    proc = _rnntune("run", str(bad))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "search_space.cell_type: value 'lstn' is invalid" in proc.stderr
+
+
+def test_models_and_promote(tmp_path):
+    """`rnntune models` lists versions and aliases; `promote` moves an alias; bad names are one line."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    client.create_registered_model("demo")
+    exp = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    for _ in range(2):
+        run = client.create_run(exp)
+        v = client.create_model_version("demo", f"runs:/{run.info.run_id}/model", run.info.run_id)
+        client.set_model_version_tag("demo", v.version, "metric", "test_acc")
+        client.set_model_version_tag("demo", v.version, "test_acc", "0.9")
+    client.set_registered_model_alias("demo", "champion", "1")
+    proc = _rnntune("promote", "demo", "2", "--tracking-uri", uri)
+    assert proc.returncode == 0, proc.stderr
+    assert str(client.get_model_version_by_alias("demo", "champion").version) == "2"
+    listing = _rnntune("models", "--tracking-uri", uri)
+    assert listing.returncode == 0 and "champion" in listing.stdout and "0.9" in listing.stdout
+    missing = _rnntune("promote", "demo", "7", "--tracking-uri", uri)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from lightning_modules.config import load_train_spec
+from lightning_modules.config import TrainSpec
 from lightning_modules.training import train
 from tests.conftest import ROOT, SHAKESPEARE
+from tune.spec import load_job_spec
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 # Shrink the data so each smoke run takes seconds; the full runs are `make demo` and bench/.
@@ -30,13 +31,14 @@ def test_examples_exist():
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_example_smoke(path: Path, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # example URLs are relative to the project root
-    spec = load_train_spec(path)
+    # Every example is a valid job spec; train specs are its fixed settings without a search.
+    spec = load_job_spec(path).base_train_spec()
     if spec.data.name == "text" and not SHAKESPEARE.exists():
         pytest.skip(f"fixture {SHAKESPEARE} is absent")
     raw = spec.model_dump()
     raw["data"].update(SMOKE_DATA[spec.data.name])
     raw["trainer"].update(max_epochs=1, diagnostics=False)
-    spec = type(spec).model_validate(raw)
+    spec = TrainSpec.model_validate(raw)
     result = train(spec, tmp_path, logger=False, enable_progress_bar=False)
     assert result.status == "completed" and result.epochs == 1
     assert result.test, "no test metrics"

@@ -1,0 +1,233 @@
+"""Grid, Optuna and PBT jobs; checkpoints on S3 (moto on loopback); kill-and-resume of a driver."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT, free_port, stop_process, wait_http
+from tune.driver import run_job
+from tune.spec import parse_job_spec
+from tune.tracking import PARENT_TAG
+
+pytestmark = pytest.mark.slow
+
+
+def _digits_job(tmp_path, mlflow_url: str, name: str, **sections) -> dict:
+    raw = {
+        "name": name,
+        "data": {"name": "digits", "limit": 300},
+        "model": {"cell_type": "gru", "hidden_size": 12},
+        "optim": {"batch_size": 64, "lr": 0.01},
+        "search_space": {},
+        "search": {"num_samples": 1, "max_concurrent": 2},
+        "scheduler": {"name": "fifo"},
+        "budget": {"max_epochs": 1},
+        "storage": {"url": str(tmp_path / "store")},
+        "tracking": {"uri": mlflow_url, "experiment": "algorithm-tests"},
+        "registry": {"enabled": False},
+    }
+    raw.update(sections)
+    return raw
+
+
+def _child_params(mlflow_url: str, parent_id: str) -> list[dict]:
+    client = MlflowClient(mlflow_url)
+    exp = client.get_run(parent_id).info.experiment_id
+    runs = client.search_runs([exp], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'")
+    return [{**r.data.params, "_status": r.info.status} for r in runs]
+
+
+def test_grid_search_covers_every_cell_and_depth(ray_local, mlflow_server, tmp_path):
+    cells, depths = ["rnn_tanh", "lstm", "gru"], [1, 2]
+    spec = parse_job_spec(
+        _digits_job(
+            tmp_path,
+            mlflow_server,
+            "grid-test",
+            search_space={"cell_type": {"grid": cells}, "num_layers": {"choice": depths}},
+            search={"algorithm": "grid", "num_samples": 1},
+        )
+    )
+    summary = run_job(spec)
+    params = _child_params(mlflow_server, summary.parent_run_id)
+    seen = sorted((p["cell_type"], int(p["num_layers"])) for p in params)
+    assert seen == sorted(itertools.product(cells, depths))
+    assert all(p["_status"] == "FINISHED" for p in params)
+
+
+def test_optuna_job_runs(ray_local, mlflow_server, tmp_path):
+    spec = parse_job_spec(
+        _digits_job(
+            tmp_path,
+            mlflow_server,
+            "optuna-test",
+            search_space={
+                "lr": {"loguniform": [0.001, 0.05]},
+                "cell_type": {"choice": ["lstm", "gru"]},
+            },
+            search={"algorithm": "optuna", "num_samples": 3, "max_concurrent": 2},
+            budget={"max_epochs": 2},
+        )
+    )
+    summary = run_job(spec)
+    params = _child_params(mlflow_server, summary.parent_run_id)
+    assert len(params) == 3 and summary.best_metric > 0.2
+    assert len({p["lr"] for p in params}) == 3
+
+
+def test_pbt_job_runs_and_exploits(ray_local, mlflow_server, tmp_path):
+    raw = _digits_job(
+        tmp_path,
+        mlflow_server,
+        "pbt-test",
+        search_space={"lr": {"choice": [1e-4, 0.02]}},
+        search={"num_samples": 2, "max_concurrent": 2, "seed": 1},
+        scheduler={"name": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5},
+        budget={"max_epochs": 10},
+    )
+    # Epochs long enough (~0.5 s) that both trials run side by side and meet at perturbations.
+    raw["data"] = {"name": "mnist1d", "limit": 1500}
+    summary = run_job(parse_job_spec(raw))
+    client = MlflowClient(mlflow_server)
+    exp = client.get_run(summary.parent_run_id).info.experiment_id
+    runs = client.search_runs([exp], f"tags.`{PARENT_TAG}` = '{summary.parent_run_id}'")
+    assert len(runs) == 2  # exploited trials continue their own runs, no duplicates
+    # With two trials and quantile 0.5 the worse one copies the better one at every interval.
+    explored = [k for r in runs for k in r.data.tags if k.startswith("pbt.explore.")]
+    assert explored, [r.data.tags for r in runs]
+    assert summary.best_metric > 0.2
+
+
+@pytest.fixture
+def moto_s3(tmp_path):
+    """moto's S3 server on loopback, with credentials for it in the environment."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            os.path.join(os.path.dirname(sys.executable), "moto_server"),
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url, proc=proc)
+    env = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": url,
+        "FSSPEC_S3_ENDPOINT_URL": url,
+    }
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    s3fs.S3FileSystem(endpoint_url=url).mkdir("ckpts")
+    yield url
+    for k, v in old.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    stop_process(proc)
+
+
+def test_checkpoints_on_s3(moto_s3, mlflow_server, tmp_path, ray_env):
+    """A job whose storage is s3:// (moto): trials checkpoint there; the best is registered."""
+    import s3fs
+
+    raw = _digits_job(
+        tmp_path,
+        mlflow_server,
+        "s3-test",
+        budget={"max_epochs": 2},
+        registry={"model_name": "s3-test-model"},
+    )
+    raw["storage"] = {"url": "s3://ckpts/jobs", "keep_checkpoints": 1}
+    job = tmp_path / "s3.yaml"
+    import yaml
+
+    job.write_text(yaml.safe_dump(raw))
+    # A separate driver process, so its Ray workers inherit the S3 endpoint environment.
+    proc = subprocess.run(
+        [sys.executable, "-m", "tune", "run", str(job), "--job-id", "s3job"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    fs = s3fs.S3FileSystem(endpoint_url=moto_s3)
+    files = fs.find("ckpts/jobs/s3job")
+    assert any(f.endswith("model.ckpt") for f in files), files
+    assert any(f.endswith("job_spec.json") for f in files)
+    assert "registered s3-test-model v1" in proc.stdout
+
+
+def test_killed_driver_resumes_without_duplicate_runs(mlflow_server, tmp_path, ray_env):
+    raw = _digits_job(
+        tmp_path,
+        mlflow_server,
+        "resume-test",
+        search_space={"hidden_size": {"grid": [8, 10, 12, 14]}},
+        search={"num_samples": 1, "max_concurrent": 1},
+        budget={"max_epochs": 3},
+    )
+    import yaml
+
+    job = tmp_path / "resume.yaml"
+    job.write_text(yaml.safe_dump(raw))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tune", "run", str(job), "--job-id", "resumable"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    client = MlflowClient(mlflow_server)
+    deadline = time.monotonic() + 300
+    parent_id = None
+    while time.monotonic() < deadline:  # wait until one trial has finished, then kill the driver
+        exp = client.get_experiment_by_name("algorithm-tests")
+        runs = (
+            client.search_runs([exp.experiment_id], "tags.`rnntune.job_id` = 'resumable'")
+            if exp
+            else []
+        )
+        done = [r for r in runs if PARENT_TAG in r.data.tags and r.info.status == "FINISHED"]
+        parents = [r for r in runs if PARENT_TAG not in r.data.tags]
+        if done and parents:
+            parent_id = parents[0].info.run_id
+            break
+        time.sleep(1)
+    assert parent_id, "no trial finished before the deadline"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
+    proc.wait()
+    resumed = subprocess.run(
+        [sys.executable, "-m", "tune", "resume", "resumable", "--storage", str(tmp_path / "store")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    params = _child_params(mlflow_server, parent_id)
+    assert sorted(int(p["hidden_size"]) for p in params) == [
+        8,
+        10,
+        12,
+        14,
+    ]  # 4 trials, no duplicates
+    assert all(p["_status"] == "FINISHED" for p in params)
+    assert client.get_run(parent_id).info.status == "FINISHED"

@@ -1,0 +1,250 @@
+"""The job driver: MLflow parent run, Ray Tune search, child runs, registration, summary.
+
+`rnntune run SPEC` runs it with an embedded local Ray; `python -m tune run SPEC` (what the job
+service submits) connects to the cluster in `RAY_ADDRESS`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import fsspec
+import pyarrow.fs
+import ray
+from mlflow.tracking import MlflowClient
+from ray import tune as ray_tune
+
+from tune import report, schedulers
+from tune.registry import Registration, register_best
+from tune.spec import JobSpec, parse_job_spec
+from tune.tracking import MlflowTrialLogger, existing_trial_runs, open_parent_run, setup_tracking
+from tune.trainable import CHECKPOINT_FILE, REPORTED, run_trial
+
+SPEC_FILE = "job_spec.json"
+
+
+@dataclass
+class Storage:
+    path: str  # what RunConfig.storage_path takes
+    filesystem: pyarrow.fs.FileSystem | None
+    local_root: Path | None  # set when storage is a local folder
+    fs: fsspec.AbstractFileSystem
+
+
+def resolve_storage(url: str) -> Storage:
+    """A local folder or any fsspec URL; non-local ones reach Tune through pyarrow's fsspec bridge."""
+    if "://" not in url or url.startswith("file://"):
+        root = Path(url.removeprefix("file://")).expanduser().resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        return Storage(str(root), None, root, fsspec.filesystem("file"))
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.makedirs(path, exist_ok=True)
+    return Storage(path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)), None, fs)
+
+
+@dataclass
+class JobSummary:
+    job_id: str
+    parent_run_id: str
+    tracking_uri: str
+    ui_command: str
+    trials: int
+    trial_states: dict[str, int]
+    best_config: dict
+    best_metric: float | None
+    metric: str
+    registration: Registration | None
+    cell_table: str = ""
+    errors: list[str] = field(default_factory=list)
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Connect to `RAY_ADDRESS` if set, else start an embedded Ray bound to loopback."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+        return
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on 127.0.0.1
+    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+
+
+def new_job_id(spec: JobSpec) -> str:
+    return f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _tuner(spec: JobSpec, job_id: str, storage: Storage, callback: MlflowTrialLogger, resume: bool):
+    trainable = ray_tune.with_resources(
+        ray_tune.with_parameters(run_trial, job=spec.model_dump(mode="json")),
+        {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
+    )
+    if resume:
+        path = f"{storage.path}/{job_id}"
+        tuner = ray_tune.Tuner.restore(
+            path if storage.filesystem else str(Path(storage.path) / job_id),
+            trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            storage_filesystem=storage.filesystem,
+        )
+        # The restored run config carries a pickled callback; use the one rebuilt from MLflow.
+        tuner._local_tuner.get_run_config().callbacks = [callback]
+        return tuner
+    metric, mode = spec.monitor
+    space = (
+        schedulers.pbt_initial_space(spec)
+        if spec.scheduler.name == "pbt"
+        else schedulers.param_space(spec)
+    )
+    return ray_tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=ray_tune.TuneConfig(
+            metric=metric,
+            mode=mode,
+            scheduler=schedulers.scheduler(spec),
+            search_alg=schedulers.search_algorithm(spec),
+            num_samples=spec.search.num_samples,
+            time_budget_s=spec.budget.time_budget_s,
+            reuse_actors=True,  # a new trial skips the worker start and torch/Lightning imports
+        ),
+        run_config=ray_tune.RunConfig(
+            name=job_id,
+            storage_path=storage.path,
+            storage_filesystem=storage.filesystem,
+            checkpoint_config=_checkpoint_config(spec),
+            failure_config=ray_tune.FailureConfig(max_failures=spec.storage.max_failures),
+            callbacks=[callback],
+            progress_reporter=ray_tune.CLIReporter(
+                metric_columns=[metric, "epoch"],
+                parameter_columns=list(spec.space),
+                max_report_frequency=10,
+            ),
+            verbose=1,
+        ),
+    )
+
+
+def _checkpoint_config(spec: JobSpec) -> ray_tune.CheckpointConfig:
+    """Keep the best K by the job's metric; under PBT the latest K (exploits copy the latest)."""
+    metric, mode = spec.monitor
+    if spec.scheduler.name == "pbt":
+        return ray_tune.CheckpointConfig(num_to_keep=max(4, spec.storage.keep_checkpoints))
+    return ray_tune.CheckpointConfig(
+        num_to_keep=spec.storage.keep_checkpoints,
+        checkpoint_score_attribute=metric,
+        checkpoint_score_order=mode,
+    )
+
+
+def _best_checkpoint(result, metric: str, mode: str, dest: Path) -> Path | None:
+    """The best-scoring kept checkpoint of the best trial, copied to a local folder."""
+    ranked = [(c, m) for c, m in (result.best_checkpoints or []) if metric in m]
+    if not ranked:
+        return None
+    ckpt, _ = (max if mode == "max" else min)(ranked, key=lambda cm: cm[1][metric])
+    return Path(ckpt.to_directory(str(dest))) / CHECKPOINT_FILE
+
+
+def run_job(spec: JobSpec, job_id: str | None = None, resume: bool = False) -> JobSummary:
+    """Run (or resume) a search job end to end; returns what the summary prints."""
+    job_id = job_id or new_job_id(spec)
+    storage = resolve_storage(spec.storage.url)
+    tracking = setup_tracking(spec, storage.local_root)
+    client = MlflowClient(tracking.uri)
+    parent = open_parent_run(client, tracking, spec, job_id)
+    storage.fs.makedirs(f"{storage.path}/{job_id}", exist_ok=True)
+    with storage.fs.open(f"{storage.path}/{job_id}/{SPEC_FILE}", "w") as f:
+        f.write(json.dumps(spec.model_dump(mode="json")))
+    callback = MlflowTrialLogger(
+        tracking, spec, job_id, parent, existing_trial_runs(client, tracking, parent)
+    )
+    ensure_ray()
+    try:
+        results = _tuner(spec, job_id, storage, callback, resume).fit()
+    except BaseException:
+        client.set_terminated(parent, "KILLED")
+        raise
+    callback.close_unfinished()
+    return _finish(spec, job_id, tracking, client, parent, results)
+
+
+def _finish(
+    spec: JobSpec, job_id: str, tracking, client: MlflowClient, parent: str, results
+) -> JobSummary:
+    metric, mode = spec.monitor
+    rows = report.trial_rows(spec, results)
+    states: dict[str, int] = {}
+    for r in results:
+        key = "error" if r.error else "done"
+        states[key] = states.get(key, 0) + 1
+    table = report.cell_table(rows, metric, mode)
+    registration, best_config, best_value = None, {}, None
+    with tempfile.TemporaryDirectory() as tmp:
+        if rows:
+            report.comparison_figure(rows, metric, mode, Path(tmp) / "comparison.png")
+            client.log_artifact(parent, str(Path(tmp) / "comparison.png"))
+            client.log_text(parent, table, "cell_types.md")
+        try:
+            best = results.get_best_result(metric, mode, scope="all")
+        except RuntimeError:
+            best = None
+        if best is not None and best.metrics:
+            best_config = {k: v for k, v in best.config.items()}
+            best_value = float(best.metrics_dataframe[metric].agg(mode))
+            ckpt = _best_checkpoint(best, metric, mode, Path(tmp) / "best")
+            if ckpt is not None and spec.registry.enabled:
+                registration = register_best(spec, job_id, parent, tracking.uri, ckpt)
+    if best_value is not None:
+        client.log_metric(parent, f"best_{metric}", best_value)
+    client.set_terminated(parent, "FINISHED" if best_value is not None else "FAILED")
+    errors = [str(r.error).strip().splitlines()[-1][:300] for r in results if r.error]
+    return JobSummary(
+        job_id=job_id,
+        parent_run_id=parent,
+        tracking_uri=tracking.uri,
+        ui_command=tracking.ui_command,
+        trials=len(results),
+        trial_states=states,
+        best_config=best_config,
+        best_metric=best_value,
+        metric=metric,
+        registration=registration,
+        cell_table=report.summary_text(rows, metric, mode) if rows else "",
+        errors=errors,
+    )
+
+
+def load_stored_spec(storage_url: str, job_id: str) -> JobSpec:
+    """The spec a job was started with (saved next to its Tune state), for `resume`."""
+    storage = resolve_storage(storage_url)
+    with storage.fs.open(f"{storage.path}/{job_id}/{SPEC_FILE}") as f:
+        return parse_job_spec(json.loads(f.read()), f"{job_id}/{SPEC_FILE}")
+
+
+def format_summary(s: JobSummary) -> str:
+    lines = [
+        f"\njob {s.job_id}: {s.trials} trials ({', '.join(f'{v} {k}' for k, v in s.trial_states.items())})"
+    ]
+    if s.cell_table:
+        lines += ["best trial per cell type:", s.cell_table]
+    if s.best_metric is not None:
+        lines.append(f"best {s.metric}: {s.best_metric:.4f} with {s.best_config}")
+    r = s.registration
+    if r:
+        verdict = "promoted to champion" if r.promoted else "champion unchanged"
+        lines.append(
+            f"registered {r.model_name} v{r.version} ({r.test_metric} {r.test_value:.4f}) as challenger; {verdict}: {r.reason}"
+        )
+    for e in s.errors[:5]:
+        lines.append(f"trial error: {e}")
+    lines.append(f"MLflow parent run {s.parent_run_id}; open the UI with:\n  {s.ui_command}")
+    return "\n".join(lines)
+
+
+__all__ = ["run_job", "JobSummary", "format_summary", "REPORTED"]

@@ -1,0 +1,181 @@
+"""Register a job's best model in the MLflow registry: `challenger` always, `champion` only if better."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow.data.http_dataset_source import HTTPDatasetSource
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+import lightning_modules
+from deploy.pyfunc import LM_PARAMS, MODEL_FILE, RecurrentModel, save_bundle
+from lightning_modules.data import build_data, build_datamodule
+from lightning_modules.metrics import test_name
+from lightning_modules.training import data_info, load_module
+from tune.spec import JobSpec
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+@dataclass
+class Registration:
+    model_name: str
+    version: str
+    test_metric: str
+    test_value: float
+    test_metrics: dict[str, float]
+    promoted: bool
+    reason: str
+    previous_champion: str | None
+    previous_value: float | None
+    data_fingerprint: str
+
+
+def _better(new: float, old: float, mode: str) -> bool:
+    return new > old if mode == "max" else new < old
+
+
+def champion_decision(
+    client: MlflowClient, name: str, metric: str, mode: str, value: float, fingerprint: str
+) -> tuple[bool, str, str | None, float | None]:
+    """(promote?, reason, current champion version, its value on the same test set)."""
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return True, "no champion yet", None, None
+    tags = current.tags
+    if tags.get("data_fingerprint") != fingerprint or metric not in tags:
+        return (
+            True,
+            "current champion was tested on other data; not comparable",
+            current.version,
+            None,
+        )
+    old = float(tags[metric])
+    if _better(value, old, mode):
+        return (
+            True,
+            f"{metric} {value:.4f} beats champion v{current.version} ({old:.4f})",
+            current.version,
+            old,
+        )
+    return (
+        False,
+        f"{metric} {value:.4f} does not beat champion v{current.version} ({old:.4f})",
+        current.version,
+        old,
+    )
+
+
+def _data_source(trial_spec):
+    """Where the data came from: its URL, or the package that generates it."""
+    url = getattr(trial_spec.data, "url", None)
+    return HTTPDatasetSource(url or f"package://{trial_spec.data.name}")
+
+
+def _example_and_signature(module, data, task: str):
+    if task == "language_model":
+        import pandas as pd
+
+        example = pd.DataFrame({"prompt": ["The "]})
+        return example, infer_signature(
+            example, pd.DataFrame({"text": ["The cat"]}), params=LM_PARAMS
+        )
+    x = data.test.x[:2].numpy()
+    model = RecurrentModel()
+    model.net, model.spec, model.data_info, model.task, model.permutation = (
+        module.net.eval(),
+        module.spec,
+        module.data_info,
+        task,
+        None,
+    )
+    return x, infer_signature(x, model.predict(None, x))
+
+
+def register_best(
+    spec: JobSpec, job_id: str, parent_run_id: str, tracking_uri: str, checkpoint: Path
+) -> Registration:
+    """Test the best checkpoint once, log it as a pyfunc on the parent run, register and alias it."""
+    client = MlflowClient(tracking_uri)
+    module = load_module(checkpoint)
+    trial_spec = module.spec
+    data = build_data(trial_spec.data, trial_spec.trainer.seed)
+    dm = build_datamodule(
+        trial_spec.data, data, trial_spec.optim.batch_size, trial_spec.trainer.seed
+    )
+    metrics = {k: float(v) for k, v in module.evaluate(dm.test_dataloader()).items()}
+    metric, mode = spec.monitor
+    tname = test_name(metric)
+    value = metrics[tname]
+    fingerprint = data.fingerprint()
+    name = spec.registry.model_name or spec.name
+
+    mlflow.set_tracking_uri(tracking_uri)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mlflow.start_run(run_id=parent_run_id),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore", UserWarning)  # integer-column and cloudpickle hints
+        mlflow.log_input(
+            MetaDataset(
+                source=_data_source(trial_spec), name=trial_spec.data.name, digest=fingerprint
+            ),
+            context="train/val/test",
+        )
+        bundle = save_bundle(module.net, trial_spec, data_info(data), Path(tmp) / MODEL_FILE)
+        example, signature = _example_and_signature(module, data, trial_spec.task)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=RecurrentModel(),
+            artifacts={"model": str(bundle)},
+            code_paths=[
+                str(Path(lightning_modules.__file__).parent),
+                str(Path(__file__).parents[1] / "deploy"),
+            ],
+            signature=signature,
+            input_example=example,
+            registered_model_name=name,
+        )
+        mlflow.log_metrics(metrics)
+    version = str(info.registered_model_version)
+    promote, reason, previous, previous_value = champion_decision(
+        client, name, tname, mode, value, fingerprint
+    )
+    tags = {
+        "job_id": job_id,
+        "dataset": trial_spec.data.name,
+        "data_fingerprint": fingerprint,
+        "metric": tname,
+        "mode": mode,
+        **{k: f"{v:.6g}" for k, v in metrics.items()},
+        "config": json.dumps({**trial_spec.model.model_dump(), **trial_spec.optim.model_dump()}),
+    }
+    for k, v in tags.items():
+        client.set_model_version_tag(name, version, k, v)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    if promote:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    reg = Registration(
+        name, version, tname, value, metrics, promote, reason, previous, previous_value, fingerprint
+    )
+    client.log_dict(parent_run_id, asdict(reg), "champion_decision.json")
+    client.set_tag(
+        parent_run_id, "champion_decision", ("promoted: " if promote else "kept: ") + reason
+    )
+    return reg
+
+
+def evaluate_pyfunc_accuracy(model_uri: str, x: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of a registered classifier on (x, y): what serving would score."""
+    pred = mlflow.pyfunc.load_model(model_uri).predict(x)
+    return float((pred["label"].to_numpy() == y).mean())

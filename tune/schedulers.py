@@ -1,0 +1,103 @@
+"""Translate the job spec into Ray Tune objects: param space, trial scheduler, search algorithm."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune as ray_tune
+from ray.tune.schedulers import (
+    AsyncHyperBandScheduler,
+    FIFOScheduler,
+    HyperBandScheduler,
+    MedianStoppingRule,
+    PopulationBasedTraining,
+    TrialScheduler,
+)
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
+
+from tune.spec import PBT_MUTABLE, Choice, Grid, JobSpec, LogUniform, RandInt, SearchValue, Uniform
+
+
+def to_tune(dist: SearchValue, grid: bool = False) -> Any:
+    """One spec value as a Ray Tune domain (choices become grid axes under grid search)."""
+    match dist:
+        case Grid(grid=v):
+            return ray_tune.grid_search(list(v))
+        case Choice(choice=v):
+            return ray_tune.grid_search(list(v)) if grid else ray_tune.choice(list(v))
+        case Uniform(uniform=(lo, hi)):
+            return ray_tune.uniform(lo, hi)
+        case LogUniform(loguniform=(lo, hi)):
+            return ray_tune.loguniform(lo, hi)
+        case RandInt(randint=(lo, hi)):
+            return ray_tune.randint(lo, hi + 1)  # Tune's upper bound is exclusive
+    return dist
+
+
+def param_space(spec: JobSpec) -> dict[str, Any]:
+    grid = spec.search.algorithm == "grid"
+    return {key: to_tune(dist, grid) for key, dist in spec.space.items()}
+
+
+def _pbt_mutations(spec: JobSpec) -> dict[str, Any]:
+    """PBT explores lr, clip threshold and dropout: the spec's ranges, or sensible defaults."""
+    defaults = {
+        "lr": ray_tune.loguniform(1e-4, 1e-1),
+        "grad_clip": ray_tune.loguniform(0.1, 10.0),
+        "dropout": ray_tune.uniform(0.0, 0.5),
+    }
+    space = spec.space
+    out = {}
+    for key in PBT_MUTABLE:
+        dist = space.get(key)
+        if dist is not None and not isinstance(dist, (bool, int, float, str)):
+            out[key] = to_tune(dist)
+        elif key != "dropout" or spec.model.num_layers > 1 or "num_layers" in space:
+            out[key] = defaults[key]
+    return out
+
+
+def scheduler(spec: JobSpec) -> TrialScheduler:
+    s, epochs = spec.scheduler, spec.max_epochs
+    match s.name:
+        case "asha":
+            # max_t above the last epoch: a trial reaching the end finishes on its own terms.
+            return AsyncHyperBandScheduler(
+                max_t=epochs + 1,
+                grace_period=min(s.grace_period, epochs),
+                reduction_factor=s.reduction_factor,
+            )
+        case "hyperband":
+            return HyperBandScheduler(max_t=epochs, reduction_factor=s.reduction_factor)
+        case "median":
+            return MedianStoppingRule(grace_period=s.grace_period, min_samples_required=3)
+        case "pbt":
+            return PopulationBasedTraining(
+                perturbation_interval=s.perturbation_interval,
+                hyperparam_mutations=_pbt_mutations(spec),
+                quantile_fraction=s.quantile_fraction,
+                synch=s.synch,
+            )
+    return FIFOScheduler()
+
+
+def search_algorithm(spec: JobSpec) -> Searcher | BasicVariantGenerator:
+    limit = spec.search.max_concurrent
+    if spec.search.algorithm == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        metric, mode = spec.monitor
+        searcher = OptunaSearch(metric=metric, mode=mode, seed=spec.search.seed)
+        return ConcurrencyLimiter(searcher, max_concurrent=limit) if limit else searcher
+    return BasicVariantGenerator(random_state=spec.search.seed, max_concurrent=limit or 0)
+
+
+def pbt_initial_space(spec: JobSpec) -> dict[str, Any]:
+    """PBT needs every mutated key in the initial config too."""
+    space = param_space(spec)
+    base = spec.base_train_spec()
+    for key in _pbt_mutations(spec):
+        if key not in space:
+            value = getattr(base.optim, key, None) if key != "dropout" else base.model.dropout
+            space[key] = value if value is not None else 1.0
+    return space

@@ -1,0 +1,262 @@
+"""The job spec: one validated description of a search, read by the CLI, the service and the cluster.
+
+A job spec is a training spec (`data`, `model`, `optim`, `trainer`: the fixed settings) plus a
+`search_space` whose keys are model/optim/trainer field names, each a fixed value or a
+distribution, and the search, scheduler, budget, resources, storage, tracking and registry.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lightning_modules.config import (
+    CELL_TYPES,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    SpecError,
+    TrainerConfig,
+    TrainSpec,
+    format_validation_error,
+)
+from lightning_modules.metrics import DEFAULT_MONITOR
+
+Scalar = bool | int | float | str | None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Choice(_Strict):
+    choice: list[Scalar] = Field(min_length=1)
+
+
+class Grid(_Strict):
+    grid: list[Scalar] = Field(min_length=1)
+
+
+class Uniform(_Strict):
+    uniform: tuple[float, float]
+
+
+class LogUniform(_Strict):
+    loguniform: tuple[float, float]
+
+
+class RandInt(_Strict):
+    randint: tuple[int, int]
+    """Integers from low to high, both included."""
+
+
+Distribution = Choice | Grid | Uniform | LogUniform | RandInt
+SearchValue = Distribution | Scalar
+
+SEARCHABLE = set(ModelConfig.model_fields) | set(OptimConfig.model_fields) | {"seed", "patience"}
+PBT_MUTABLE = ("lr", "grad_clip", "dropout")
+
+
+def candidate_values(dist: SearchValue) -> list[Scalar]:
+    """Values that stand for a distribution when checking it: every option, or both ends."""
+    match dist:
+        case Choice(choice=v) | Grid(grid=v):
+            return list(v)
+        case (
+            Uniform(uniform=(lo, hi)) | LogUniform(loguniform=(lo, hi)) | RandInt(randint=(lo, hi))
+        ):
+            return [lo, hi]
+    return [dist]
+
+
+class SearchConfig(_Strict):
+    algorithm: Literal["random", "grid", "optuna"] = "random"
+    """`grid` tries every combination of `grid`/`choice` values (x num_samples); `optuna` is TPE."""
+    num_samples: int = Field(8, ge=1, le=10_000)
+    max_concurrent: int | None = Field(None, ge=1)
+    seed: int | None = 0
+
+
+class SchedulerConfig(_Strict):
+    name: Literal["fifo", "asha", "hyperband", "median", "pbt"] = "asha"
+    grace_period: int = Field(1, ge=1)
+    """asha/median: epochs a trial always gets before it can be stopped."""
+    reduction_factor: float = Field(3.0, gt=1)
+    """asha/hyperband: keep 1/reduction_factor of trials at each rung."""
+    perturbation_interval: int = Field(2, ge=1)
+    """pbt: epochs between exploit/explore steps."""
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5)
+    """pbt: bottom fraction that copies the top fraction."""
+    synch: bool = False
+    """pbt: perturb the whole population at once, waiting for stragglers (seen to stall Tune
+    2.60 with function trainables in small populations; off by default)."""
+
+
+class BudgetConfig(_Strict):
+    max_epochs: int | None = Field(None, ge=1)
+    """Epochs per trial (the top of the schedulers' range); default: trainer.max_epochs."""
+    time_budget_s: float | None = Field(None, gt=0)
+    """Whole-search wall-clock budget; running trials stop when it is spent."""
+
+
+class ResourcesConfig(_Strict):
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+    """Per trial; fractions share a GPU between trials."""
+    workers: int = Field(1, ge=1, le=1)
+    """Data-parallel workers per trial (multi-worker DDP trials are not available yet)."""
+
+
+class StorageConfig(_Strict):
+    url: str = "runs/tune"
+    """Checkpoints and Tune state: a local folder or any fsspec URL (s3://, gs://, ...)."""
+    keep_checkpoints: int = Field(2, ge=1)
+    """Best K checkpoints kept per trial (by the job's metric)."""
+    max_failures: int = Field(1, ge=0)
+    """Retries of a trial that crashed (from its last checkpoint)."""
+
+
+class TrackingConfig(_Strict):
+    uri: str | None = None
+    """MLflow tracking URI; default: an embedded SQLite file next to local storage."""
+    experiment: str | None = None
+    """MLflow experiment; default: the job name."""
+
+
+class RegistryConfig(_Strict):
+    model_name: str | None = None
+    """Registered model name; default: the job name."""
+    enabled: bool = True
+    """Register the best model (set false for exploratory searches)."""
+
+
+class JobSpec(_Strict):
+    """One search job. `rnntune schema` prints its JSON schema."""
+
+    name: str = Field("rnntune", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    trainer: TrainerConfig = TrainerConfig(diagnostics=False)
+    search_space: dict[str, SearchValue] | None = None
+    """Field name -> fixed value or distribution; omitted: the seed's defaults."""
+    search: SearchConfig = SearchConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    metric: str | None = None
+    """Default per task: val_acc (classification), val_loss (regression), val_bpc (text)."""
+    mode: Literal["min", "max"] | None = None
+    budget: BudgetConfig = BudgetConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    storage: StorageConfig = StorageConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+    @property
+    def task(self) -> str:
+        return self.base_train_spec().task
+
+    @property
+    def monitor(self) -> tuple[str, str]:
+        metric = self.metric or DEFAULT_MONITOR[self.task][0]
+        return metric, self.mode or ("max" if metric == "val_acc" else "min")
+
+    @property
+    def space(self) -> dict[str, SearchValue]:
+        if self.search_space is not None:
+            return self.search_space
+        return default_search_space(self.data.name)
+
+    @property
+    def max_epochs(self) -> int:
+        return self.budget.max_epochs or self.trainer.max_epochs
+
+    def base_train_spec(self) -> TrainSpec:
+        trainer = self.trainer.model_copy(update={"max_epochs": self.max_epochs})
+        return TrainSpec(data=self.data, model=self.model, optim=self.optim, trainer=trainer)
+
+    def trial_spec(self, params: dict[str, Any]) -> TrainSpec:
+        """The TrainSpec of one trial: fixed settings with its sampled values set in place."""
+        return self.base_train_spec().with_params(params)
+
+    @model_validator(mode="after")
+    def _check_search(self) -> JobSpec:
+        space = self.space
+        for key, dist in space.items():
+            if key not in SEARCHABLE:
+                raise ValueError(
+                    f"search_space.{key}: not a searchable field ({', '.join(sorted(SEARCHABLE))})"
+                )
+            if isinstance(dist, (Uniform, LogUniform, RandInt)):
+                lo, hi = candidate_values(dist)
+                if lo > hi:
+                    raise ValueError(f"search_space.{key}: low {lo} is above high {hi}")
+                if isinstance(dist, LogUniform) and lo <= 0:
+                    raise ValueError(f"search_space.{key}: loguniform needs low > 0")
+            for value in candidate_values(dist):
+                try:
+                    self.base_train_spec().with_params({key: value})
+                except ValidationError as e:
+                    reason = format_validation_error(e).split(": ", 1)[-1]
+                    raise ValueError(
+                        f"search_space.{key}: value {value!r} is invalid: {reason}"
+                    ) from None
+        continuous = [k for k, d in space.items() if isinstance(d, (Uniform, LogUniform, RandInt))]
+        if self.search.algorithm == "grid" and continuous:
+            raise ValueError(
+                f"search.algorithm: grid needs grid/choice values, not ranges for {continuous}"
+            )
+        grids = [k for k, d in space.items() if isinstance(d, Grid)]
+        if self.search.algorithm == "optuna" and grids:
+            raise ValueError(
+                f"search.algorithm: optuna cannot take grid values ({grids}); use choice"
+            )
+        if self.scheduler.name == "pbt" and self.search.algorithm == "optuna":
+            raise ValueError(
+                "scheduler.name: pbt mutates hyperparameters itself; use random search"
+            )
+        metric, _ = DEFAULT_MONITOR[self.base_train_spec().task]
+        allowed = {metric, "val_loss", "train_loss"}
+        if self.metric is not None and self.metric not in allowed:
+            raise ValueError(f"metric: {self.metric!r} is not reported for this task; use {metric}")
+        return self
+
+
+def default_search_space(dataset: str) -> dict[str, SearchValue]:
+    """The seed's empirical ranges: all cells, 2-4 layers, clip 0.1-10 (log), hidden by task."""
+    hidden = RandInt(randint=(100, 300)) if dataset == "text" else Choice(choice=[32, 64, 128])
+    return {
+        "cell_type": Choice(choice=list(CELL_TYPES)),
+        "num_layers": Choice(choice=[2, 3, 4]),
+        "hidden_size": hidden,
+        "grad_clip": LogUniform(loguniform=(0.1, 10.0)),
+    }
+
+
+def parse_job_spec(raw: Any, source: str = "spec") -> JobSpec:
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: expected a mapping (data, search_space, scheduler, ...)")
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as e:
+        raise SpecError(format_validation_error(e)) from e
+
+
+def load_job_spec(path: str | Path) -> JobSpec:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as e:
+        raise SpecError(f"{path}: no such file") from e
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML ({e})") from e
+    return parse_job_spec(raw, str(path))
+
+
+def grid_size(spec: JobSpec) -> int:
+    """Trials a grid search will run (choice values count as grid axes)."""
+    sizes = [len(candidate_values(d)) for d in spec.space.values() if isinstance(d, (Grid, Choice))]
+    return math.prod(sizes) * spec.search.num_samples

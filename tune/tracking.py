@@ -1,0 +1,235 @@
+"""MLflow tracking of a job: one parent run per job, one child run per trial, logged from the driver.
+
+Only the driver talks to MLflow (a Tune callback), so trials need no MLflow access and an
+embedded SQLite store sees one writer. Metrics go out asynchronously, batched per report.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+from ray import tune as ray_tune
+
+from tune.spec import JobSpec
+from tune.trainable import DIVERGED, REPORTED
+
+PARENT_TAG = "mlflow.parentRunId"
+JOB_TAG = "rnntune.job_id"
+TRIAL_TAG = "rnntune.trial_id"
+
+
+@dataclass(frozen=True)
+class Tracking:
+    uri: str
+    experiment_id: str
+    ui_command: str
+
+
+def setup_tracking(spec: JobSpec, local_root: Path | None) -> Tracking:
+    """Resolve the tracking URI (embedded SQLite under local storage by default) and experiment."""
+    if spec.tracking.uri:
+        uri, artifacts = spec.tracking.uri, None
+        ui = (
+            f"open {uri} (MLflow UI)"
+            if uri.startswith("http")
+            else f"mlflow ui --backend-store-uri {uri}"
+        )
+    else:
+        root = (local_root or Path("runs")).resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{root / 'mlflow.db'}"
+        artifacts = (root / "mlartifacts").as_uri()
+        ui = f"mlflow ui --backend-store-uri {uri} --default-artifact-root {artifacts} --port 5000"
+    client = MlflowClient(uri)
+    name = spec.tracking.experiment or spec.name
+    exp = client.get_experiment_by_name(name)
+    exp_id = (
+        exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifacts)
+    )
+    return Tracking(uri, exp_id, ui)
+
+
+def trial_params(spec: JobSpec, config: dict[str, Any]) -> dict[str, str]:
+    """The full, flat hyperparameters of a trial: the same names in every child run."""
+    trial = spec.trial_spec(config)
+    flat = {**trial.model.model_dump(), **trial.optim.model_dump()}
+    flat.update(
+        seed=trial.trainer.seed, max_epochs=trial.trainer.max_epochs, dataset=trial.data.name
+    )
+    return {k: str(v) for k, v in flat.items()}
+
+
+def open_parent_run(client: MlflowClient, tracking: Tracking, spec: JobSpec, job_id: str) -> str:
+    """The job's parent run: reused when the job is resumed, created otherwise."""
+    found = client.search_runs(
+        [tracking.experiment_id], filter_string=f"tags.`{JOB_TAG}` = '{job_id}'", max_results=10
+    )
+    parents = [r for r in found if PARENT_TAG not in r.data.tags]
+    if parents:
+        client.update_run(parents[0].info.run_id, status="RUNNING")
+        return parents[0].info.run_id
+    run = client.create_run(
+        tracking.experiment_id,
+        run_name=job_id,
+        tags={
+            JOB_TAG: job_id,
+            "rnntune.dataset": spec.data.name,
+            "rnntune.kind": "job",
+            "mlflow.user": os.environ.get("RNNTUNE_USER") or getpass.getuser(),
+        },
+    )
+    metric, mode = spec.monitor
+    params = {
+        "dataset": spec.data.name,
+        "search_algorithm": spec.search.algorithm,
+        "scheduler": spec.scheduler.name,
+        "num_samples": spec.search.num_samples,
+        "max_epochs": spec.max_epochs,
+        "metric": metric,
+        "mode": mode,
+        "cpus_per_trial": spec.resources.cpus,
+        "gpus_per_trial": spec.resources.gpus,
+    }
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    client.log_dict(run.info.run_id, spec.model_dump(mode="json"), "job_spec.json")
+    return run.info.run_id
+
+
+def existing_trial_runs(client: MlflowClient, tracking: Tracking, parent_id: str) -> dict[str, str]:
+    """trial_id -> child run id, so a resumed job continues its runs instead of duplicating them."""
+    runs = client.search_runs(
+        [tracking.experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
+        max_results=10_000,
+    )
+    return {r.data.tags[TRIAL_TAG]: r.info.run_id for r in runs if TRIAL_TAG in r.data.tags}
+
+
+class MlflowTrialLogger(ray_tune.Callback):
+    """Driver-side Tune callback: a nested child run per trial with params, epoch metrics, status."""
+
+    def __init__(
+        self,
+        tracking: Tracking,
+        spec: JobSpec,
+        job_id: str,
+        parent_id: str,
+        existing: dict[str, str],
+    ) -> None:
+        self.tracking = tracking
+        self.spec = spec
+        self.job_id = job_id
+        self.parent_id = parent_id
+        self.runs = dict(existing)
+        self.stopped: set[str] = set()
+        self.diverged: set[str] = set()
+        self.pending: dict[str, list] = {}
+        self.configs: dict[str, dict] = {}
+        self.explorations: dict[str, int] = {}
+        self._client: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.tracking.uri)
+        return self._client
+
+    def __getstate__(self) -> dict:  # Tune pickles callbacks with its experiment state
+        return {**self.__dict__, "_client": None, "pending": {}}
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        if trial.trial_id in self.runs:  # restarted (retry, PBT exploit, resumed job)
+            self._record_new_config(trial)
+            return
+        run = self.client.create_run(
+            self.tracking.experiment_id,
+            run_name=f"{self.job_id}-{trial.trial_id}",
+            tags={PARENT_TAG: self.parent_id, JOB_TAG: self.job_id, TRIAL_TAG: trial.trial_id},
+        )
+        self.runs[trial.trial_id] = run.info.run_id
+        self.configs[trial.trial_id] = dict(trial.config)
+        params = trial_params(self.spec, trial.config)
+        self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
+
+    def on_trial_restore(self, iteration: int, trials: list, trial, **info) -> None:
+        self._record_new_config(trial)
+
+    def _record_new_config(self, trial) -> None:
+        """PBT exploits by restarting a trial from another's checkpoint with a mutated config.
+
+        MLflow params are immutable, so each new config is a tag `pbt.explore.<n>` (JSON with the
+        epoch it starts at); per-epoch `lr` shows the learning rate actually used.
+        """
+        old = self.configs.get(trial.trial_id)
+        new = dict(trial.config)
+        if old is None or old == new:
+            self.configs[trial.trial_id] = new
+            return
+        self.configs[trial.trial_id] = new
+        n = self.explorations[trial.trial_id] = self.explorations.get(trial.trial_id, 0) + 1
+        epoch = int((trial.last_result or {}).get("epoch", 0))
+        changed = {k: v for k, v in new.items() if old.get(k) != v}
+        self.client.set_tag(
+            self.runs[trial.trial_id],
+            f"pbt.explore.{n}",
+            json.dumps({"from_epoch": epoch, **changed}),
+        )
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        run_id = self.runs.get(trial.trial_id)
+        if run_id is None:
+            return
+        self._record_new_config(trial)
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(result[k]), now, step) for k in REPORTED if k in result]
+        op = self.client.log_batch(run_id, metrics=metrics, synchronous=False)
+        self.pending.setdefault(run_id, []).append(op)
+        if result.get(DIVERGED):
+            self.diverged.add(trial.trial_id)
+        # A result marked done reaches callbacks only when the scheduler (not the trial) ended it.
+        if result.get("done") and step < self.spec.max_epochs and not result.get(DIVERGED):
+            self.stopped.add(trial.trial_id)
+
+    def _finish(self, trial_id: str, status: str, tags: dict[str, str]) -> None:
+        run_id = self.runs.get(trial_id)
+        if run_id is None:
+            return
+        for op in self.pending.pop(run_id, []):
+            if op is not None:
+                op.wait()
+        if tags:
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.set_terminated(run_id, status)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        if trial.trial_id in self.diverged:
+            self._finish(
+                trial.trial_id, "FAILED", {"failure_reason": "diverged: loss became NaN/inf"}
+            )
+        elif trial.trial_id in self.stopped:
+            self._finish(trial.trial_id, "KILLED", {"stopped_by": self.spec.scheduler.name})
+        else:
+            self._finish(trial.trial_id, "FINISHED", {})
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        error = info.get("error") or trial.get_error()
+        reason = str(error).strip().splitlines()[-1][:500] if error else "trial failed"
+        self._finish(trial.trial_id, "FAILED", {"failure_reason": reason})
+
+    def close_unfinished(self) -> None:
+        """Runs of trials that never completed (job interrupted or out of time) end as KILLED."""
+        for trial_id, run_id in self.runs.items():
+            if self.client.get_run(run_id).info.status == "RUNNING":
+                self._finish(trial_id, "KILLED", {"stopped_by": "job"})
+
+
+__all__ = ["MlflowTrialLogger", "RunStatus", "Tracking", "setup_tracking", "open_parent_run"]
