@@ -223,17 +223,28 @@ class SpecError(ValueError):
     """A spec file that cannot be read or does not validate; the message names each field."""
 
 
-def load_train_spec(path: str | Path) -> TrainSpec:
+def read_spec_file(path: str | Path) -> object:
+    """The YAML (or JSON) document in a spec file; unreadable files become a SpecError."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError as e:
         raise SpecError(f"{path}: no such file") from e
     except yaml.YAMLError as e:
         raise SpecError(f"{path}: not valid YAML ({e})") from e
+
+
+def validate_spec(model: type[BaseModel], raw: object, source: str):
+    """`model.model_validate(raw)` with field-named, one-line-per-problem errors."""
     if not isinstance(raw, dict):
-        raise SpecError(f"{path}: expected a mapping with data, model, optim, trainer")
+        raise SpecError(
+            f"{source}: expected a mapping of sections ({', '.join(model.model_fields)})"
+        )
     try:
-        return TrainSpec.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as e:
         raise SpecError(format_validation_error(e)) from e
+
+
+def load_train_spec(path: str | Path) -> TrainSpec:
+    return validate_spec(TrainSpec, read_spec_file(path), str(path))

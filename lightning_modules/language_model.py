@@ -47,16 +47,9 @@ class CharLanguageModel(RecurrentTask):
         loss = sums["loss"] / sums["count"]
         return {f"{stage}_loss": loss, f"{stage}_bpc": loss / math.log(2)}
 
-    @torch.no_grad()
-    def generate(
-        self,
-        prompt: str,
-        n: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> str:
-        return generate(self.net, self.vocab, prompt, n, temperature, top_k, generator)
+    def generate(self, prompt: str, n: int, **sampling) -> str:
+        """See the module-level `generate` (temperature, top_k, generator)."""
+        return generate(self.net, self.vocab, prompt, n, **sampling)
 
 
 @torch.no_grad()

@@ -24,6 +24,8 @@ def test_gru_mnist1d_reaches_85_percent_within_60s(tmp_path):
             "max_time_s": 60,
             "patience": None,
             "diagnostics": False,
+            # One thread: immune to OpenMP spin-wait collapse if anything else shares the cores.
+            "threads": 1,
         }
     )
     result = train(spec, tmp_path, logger=False, enable_progress_bar=False)

@@ -11,7 +11,6 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lightning_modules.config import (
@@ -19,10 +18,11 @@ from lightning_modules.config import (
     DataConfig,
     ModelConfig,
     OptimConfig,
-    SpecError,
     TrainerConfig,
     TrainSpec,
     format_validation_error,
+    read_spec_file,
+    validate_spec,
 )
 from lightning_modules.metrics import DEFAULT_MONITOR
 
@@ -237,23 +237,11 @@ def default_search_space(dataset: str) -> dict[str, SearchValue]:
 
 
 def parse_job_spec(raw: Any, source: str = "spec") -> JobSpec:
-    if not isinstance(raw, dict):
-        raise SpecError(f"{source}: expected a mapping (data, search_space, scheduler, ...)")
-    try:
-        return JobSpec.model_validate(raw)
-    except ValidationError as e:
-        raise SpecError(format_validation_error(e)) from e
+    return validate_spec(JobSpec, raw, source)
 
 
 def load_job_spec(path: str | Path) -> JobSpec:
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as e:
-        raise SpecError(f"{path}: no such file") from e
-    except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML ({e})") from e
-    return parse_job_spec(raw, str(path))
+    return parse_job_spec(read_spec_file(path), str(path))
 
 
 def grid_size(spec: JobSpec) -> int:
