@@ -34,6 +34,9 @@ format: setup
 bench: setup
 	$(BIN)/python bench/train_overhead.py
 	$(BIN)/python bench/reproduce.py
+	$(BIN)/python bench/tune_packing.py
+	$(BIN)/python bench/tracking_overhead.py
+	$(BIN)/python bench/asha_vs_random.py
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache .ruff_cache

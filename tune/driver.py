@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 
 
 def new_job_id(spec: JobSpec) -> str:
-    return f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
 def _tuner(spec: JobSpec, job_id: str, storage: Storage, callback: MlflowTrialLogger, resume: bool):
@@ -119,12 +120,7 @@ def _tuner(spec: JobSpec, job_id: str, storage: Storage, callback: MlflowTrialLo
             storage_filesystem=storage.filesystem,
             checkpoint_config=_checkpoint_config(spec),
             failure_config=ray_tune.FailureConfig(max_failures=spec.storage.max_failures),
-            callbacks=[callback],
-            progress_reporter=ray_tune.CLIReporter(
-                metric_columns=[metric, "epoch"],
-                parameter_columns=list(spec.space),
-                max_report_frequency=10,
-            ),
+            callbacks=[callback],  # Tune's own console table shows trials, params and metrics
             verbose=1,
         ),
     )

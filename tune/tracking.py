@@ -208,7 +208,13 @@ class MlflowTrialLogger(ray_tune.Callback):
                 op.wait()
         if tags:
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        self.client.set_terminated(run_id, status)
+        # Not `set_terminated`: in MLflow 3.17 it shuts down the store's whole async-logging queue
+        # and waits ~1 s for its thread, freezing the Tune driver at every trial's end. This run's
+        # pending writes were awaited above, so ending it directly on the store is safe.
+        end = int(time.time() * 1000)
+        self.client._tracking_client.store.update_run_info(
+            run_id, RunStatus.from_string(status), end, None
+        )
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         if trial.trial_id in self.diverged:

@@ -1,0 +1,236 @@
+"""What MLflow trial tracking costs a search: the same Ray Tune job with and without child runs.
+
+Our per-trial tracking is a driver-side Tune callback (`tune.tracking.MlflowTrialLogger`): a
+child run per trial (created synchronously at trial start, with its parameters), each epoch's
+reported metrics sent with `log_batch(..., synchronous=False)`, and the run ended at trial end.
+So its cost does not show inside a trial: it is driver CPU taken from the trials on the same
+cores, and driver latency per report (a function trial waits in `tune.report` until the driver
+asks for its next result, and `time_total_s` leaves that wait out). Timing `train()` in one
+process with logging added would measure a different thing. Instead each arm is a whole
+`tune.driver.run_job` search of the same trials; in the "without" arm the trial logger is
+replaced (in this process only) by a callback that does nothing. Both arms keep the job's
+parent run and summary, which cost the same in both. Trials fill all cores (one per core,
+several waves, short epochs: many reports per second of training), the demanding case.
+
+Measured per job: wall time of `run_job` (what the user waits for; Ray start and MLflow store
+creation excluded), the per-epoch cycle each trial shows the driver (seconds between its first
+and last result / epochs between: training + checkpoint + report + driver processing), and
+Tune's `time_total_s`. Arms alternate ABBA over rounds; medians are compared. Per job, the
+median time the trial logger's handlers hold the driver's event loop (trial start, each result,
+trial end) is recorded too: while it is held, no trial gets its next result taken or starts.
+
+    ratio = median job wall with tracking / median job wall without      (goal <= 1.03)
+
+    .venv/bin/python bench/tracking_overhead.py               # ~4 min on 2 cores
+    .venv/bin/python bench/tracking_overhead.py --smoke-test  # about a minute
+
+Set OMP_WAIT_POLICY=PASSIVE on a shared machine (see bench/train_overhead.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from tune_harness import (
+    NoTrialLogging,
+    prepare_tracking,
+    recording,
+    results_of,
+    silence_libraries,
+    start_ray,
+    stop_ray,
+    timed_job,
+    trial_logger,
+    trial_results,
+    versions,
+)
+
+from tune.driver import JobSummary
+from tune.spec import JobSpec, parse_job_spec
+from tune.tracking import PARENT_TAG, MlflowTrialLogger
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GOAL_RATIO = 1.03
+ARMS = ("with", "without")
+
+
+def job_spec(name: str, trials: int, epochs: int, data: dict, store: Path) -> JobSpec:
+    return parse_job_spec(
+        {
+            "name": name,
+            "data": data,
+            "model": {"cell_type": "gru", "hidden_size": 32},
+            "optim": {"optimizer": "adam", "lr": 3e-3, "batch_size": 64},
+            "search_space": {"seed": {"grid": list(range(trials))}},
+            "search": {"algorithm": "grid", "num_samples": 1},
+            "scheduler": {"name": "fifo"},
+            "budget": {"max_epochs": epochs},
+            "resources": {"cpus": 1},
+            "storage": {"url": str(store)},
+            # tracking.uri unset: the default embedded SQLite store next to the storage
+            "tracking": {"experiment": "bench-tracking-overhead"},
+            "registry": {"enabled": False},
+        }
+    )
+
+
+def epoch_cycles(log: list[dict]) -> list[float]:
+    """Per trial: driver seconds between its first and last result, per epoch in between."""
+    by_trial: dict[str, list[dict]] = {}
+    for row in results_of(log):
+        by_trial.setdefault(row["trial_id"], []).append(row)
+    out = []
+    for rows in by_trial.values():
+        if len(rows) > 1:
+            span = rows[-1]["t"] - rows[0]["t"]
+            out.append(span / (rows[-1]["training_iteration"] - rows[0]["training_iteration"]))
+    return out
+
+
+def child_runs(summary: JobSummary) -> int:
+    """Child runs the job left in MLflow (a check that each arm did what it says)."""
+    client = MlflowClient(summary.tracking_uri)
+    exp = client.get_run(summary.parent_run_id).info.experiment_id
+    query = f"tags.`{PARENT_TAG}` = '{summary.parent_run_id}'"
+    return len(client.search_runs([exp], filter_string=query))
+
+
+def run_arm(arm: str, spec: JobSpec, log_path: Path) -> dict:
+    log: list[dict] = []
+    base = MlflowTrialLogger if arm == "with" else NoTrialLogging
+    with trial_logger(recording(base, log)):
+        summary, wall = timed_job(spec, log_path)
+    rows = trial_results(spec, summary.job_id)
+    cycles = epoch_cycles(log)
+    callback_ms = {  # driver time inside the trial logger's handlers, per call
+        event: 1e3 * statistics.median(times)
+        for event in ("start", "result", "complete")
+        if (times := [r["callback_s"] for r in log if r["event"] == event])
+    }
+    return {
+        "arm": arm,
+        "child_runs": child_runs(summary),
+        "job_id": summary.job_id,
+        "wall_s": wall,
+        "epoch_cycle_s": statistics.median(cycles) if cycles else None,
+        "time_total_s": statistics.median(r[-1]["time_total_s"] for r in rows.values()),
+        "reports": len(results_of(log)),
+        "callback_ms_median": callback_ms,
+    }
+
+
+def measure(args: argparse.Namespace, work: Path, log: Path) -> dict:
+    small = {"num_samples": 600, "limit": 300} if args.smoke_test else {"limit": 1500}
+    data = {"name": "mnist1d", **small}
+    store = work / "store"
+    prepare_tracking(job_spec("tracking", 1, 1, data, store), log)
+    runs: list[dict] = []
+    for r in range(args.rounds):
+        for arm in ARMS if r % 2 == 0 else ARMS[::-1]:  # ABBA: drift hits both arms alike
+            print(f"round {r + 1}/{args.rounds}: {arm} tracking ...", flush=True)
+            spec = job_spec(f"tracking-{arm}-{r}", args.trials, args.epochs, data, store)
+            runs.append(run_arm(arm, spec, log))
+    med = {
+        arm: {
+            key: statistics.median(x[key] for x in runs if x["arm"] == arm and x[key] is not None)
+            for key in ("wall_s", "epoch_cycle_s", "time_total_s")
+        }
+        for arm in ARMS
+    }
+    ratios = {key: med["with"][key] / med["without"][key] for key in med["with"]}
+    return {
+        "ratio": ratios["wall_s"],
+        "goal_ratio": GOAL_RATIO,
+        "meets_goal": ratios["wall_s"] <= GOAL_RATIO,
+        "ratio_epoch_cycle": ratios["epoch_cycle_s"],
+        "ratio_time_total": ratios["time_total_s"],
+        "median": med,
+        "runs": runs,
+        "rounds": args.rounds,
+        "trials_per_job": args.trials,
+        "epochs": args.epochs,
+        "data": data,
+    }
+
+
+def print_table(res: dict) -> None:
+    print(
+        f"{'arm':<8} {'job':<36} {'wall_s':>8} {'epoch_cycle_s':>13} {'time_total_s':>12} "
+        f"{'child_runs':>10} {'ms/start':>8} {'ms/report':>9} {'ms/complete':>11}"
+    )
+    nan = float("nan")
+    for x in res["runs"]:
+        ms = x["callback_ms_median"]
+        cycle = "n/a" if x["epoch_cycle_s"] is None else f"{x['epoch_cycle_s']:.4f}"
+        print(
+            f"{x['arm']:<8} {x['job_id']:<36} {x['wall_s']:>8.2f} {cycle:>13} "
+            f"{x['time_total_s']:>12.2f} {x['child_runs']:>10} "
+            f"{ms.get('start', nan):>8.1f} {ms.get('result', nan):>9.2f} "
+            f"{ms.get('complete', nan):>11.1f}"
+        )
+    for arm in ARMS:
+        m = res["median"][arm]
+        print(
+            f"{'median':<8} {arm:<36} {m['wall_s']:>8.2f} {m['epoch_cycle_s']:>13.4f} "
+            f"{m['time_total_s']:>12.2f}"
+        )
+    verdict = "OK" if res["meets_goal"] else "OVER GOAL"
+    print(
+        f"ratio with/without: job wall {res['ratio']:.3f} (goal <= {res['goal_ratio']}): "
+        f"{verdict}; epoch cycle {res['ratio_epoch_cycle']:.3f}; "
+        f"time_total_s {res['ratio_time_total']:.3f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=3, help="with+without pairs, ABBA order")
+    p.add_argument("--trials", type=int, default=4, help="trials per job (1 CPU each)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs per trial")
+    p.add_argument("--smoke-test", action="store_true", help="1 round, 2 trials, 3 epochs")
+    p.add_argument("--keep", type=Path, help="keep Tune/MLflow storage and the log here")
+    p.add_argument("--out", type=Path, default=RESULTS / "tracking_overhead.json")
+    args = p.parse_args(argv)
+    if args.smoke_test:
+        args.rounds, args.trials, args.epochs = 1, 2, 3
+    silence_libraries()
+    load_before = os.getloadavg()[0]
+    with (
+        tempfile.TemporaryDirectory(prefix="rb") as ray_tmp,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        log = work / "tracking_overhead.log"
+        ray_start_s = start_ray(Path(ray_tmp), log)
+        try:
+            res = measure(args, work, log)
+        finally:
+            stop_ray(log)
+    out = {
+        "benchmark": "tracking_overhead",
+        "smoke_test": args.smoke_test,
+        **res,
+        "ray_start_s_excluded": ray_start_s,
+        "without_means": "run_job with tune.driver.MlflowTrialLogger replaced by a no-op "
+        "callback: no child runs, no per-epoch metrics; parent run and summary kept",
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "loadavg_1m": {"before": load_before, "after": os.getloadavg()[0]},
+        "versions": versions(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2))
+    print_table(res)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
