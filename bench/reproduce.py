@@ -4,7 +4,7 @@ Each entry is a `TrainSpec` (2 threads, diagnostics on) with the number it shoul
 the MNIST-1D paper's GRU (Greydanus 2020), the seed's row-MNIST LSTM and BiLSTM, and the adding
 problem at T=200 for a tanh RNN, an LSTM and a GRU (Hochreiter & Schmidhuber 1997: gated cells
 carry the gradient across 200 steps, a tanh RNN's vanishes and it stays at the mean predictor).
-Reference numbers are the papers' or /work/shared/STACK.md's (raw PyTorch, 2 threads).
+Reference numbers are the papers' or our own raw-PyTorch measurements (2 threads, 2 cores).
 
     .venv/bin/python bench/reproduce.py                        # all entries, several minutes
     .venv/bin/python bench/reproduce.py --only adding200_lstm  # one entry
