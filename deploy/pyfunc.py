@@ -48,17 +48,22 @@ def load_bundle(path: str | Path) -> tuple[torch.nn.Module, TrainSpec, dict]:
 
 class RecurrentModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        self.net, self.spec, self.data_info = load_bundle(context.artifacts["model"])
-        self.task = self.spec.task
         torch.set_num_threads(1)  # serving: one request stream per worker; scale out, not up
+        self.attach(*load_bundle(context.artifacts["model"]))
+
+    def attach(self, net: torch.nn.Module, spec: TrainSpec, data_info: dict) -> RecurrentModel:
+        """Serve an in-memory network (what `load_context` does with the logged bundle)."""
+        self.net, self.spec, self.data_info = net.eval(), spec, data_info
+        self.task = spec.task
         if self.task == "language_model":
-            self.vocab = Vocabulary(self.data_info["extras"]["vocabulary"][1:])
-        prep = self.data_info.get("extras", {}).get("preprocessing", {})
+            self.vocab = Vocabulary(data_info["extras"]["vocabulary"][1:])
+        prep = data_info.get("extras", {}).get("preprocessing", {})
         self.permutation = (
             np.random.default_rng(PERMUTATION_SEED).permutation(784)
             if prep.get("permuted")
             else None
         )
+        return self
 
     def _sequences(self, model_input: Any) -> torch.Tensor:
         x = np.asarray(

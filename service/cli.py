@@ -110,6 +110,16 @@ def cmd_promote(tracking_uri: str, name: str, version: str, alias: str) -> int:
     return 0
 
 
+def add_job_commands(sub) -> None:
+    """`run SPEC [--job-id]` and `resume JOB [--storage]`: shared with `python -m tune`."""
+    p = sub.add_parser("run", help="run a search job (embedded Ray, or the one in RAY_ADDRESS)")
+    p.add_argument("spec")
+    p.add_argument("--job-id", default=None)
+    p = sub.add_parser("resume", help="resume an interrupted job")
+    p.add_argument("job_id")
+    p.add_argument("--storage", default="runs/tune", help="the job's storage URL")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnntune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,12 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default=None, help="where checkpoints and results go")
     p.add_argument("--max-epochs", type=int, default=None, help="override trainer.max_epochs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p = sub.add_parser("run", help="run a search job locally (embedded Ray and MLflow)")
-    p.add_argument("spec")
-    p.add_argument("--job-id", default=None)
-    p = sub.add_parser("resume", help="resume an interrupted job")
-    p.add_argument("job_id")
-    p.add_argument("--storage", default="runs/tune", help="the job's storage URL")
+    add_job_commands(sub)
     sub.add_parser("schema", help="print the job spec's JSON schema")
     for name, helptext in (("models", "list registered models"), ("promote", "set a model alias")):
         p = sub.add_parser(name, help=helptext)

@@ -10,17 +10,11 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tune")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a search job from a spec file")
-    run.add_argument("spec")
-    run.add_argument("--job-id", default=None)
-    res = sub.add_parser("resume", help="resume an interrupted job")
-    res.add_argument("job_id")
-    res.add_argument("--storage", default="runs/tune", help="the job's storage URL")
-    args = parser.parse_args(argv)
+    from service.cli import add_job_commands, cmd_resume, cmd_run, guarded
 
-    from service.cli import cmd_resume, cmd_run, guarded
+    parser = argparse.ArgumentParser(prog="python -m tune")
+    add_job_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
 
     if args.command == "run":
         return guarded(cmd_run, args.spec, args.job_id)

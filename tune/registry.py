@@ -90,14 +90,7 @@ def _example_and_signature(module, data, task: str):
             example, pd.DataFrame({"text": ["The cat"]}), params=LM_PARAMS
         )
     x = data.test.x[:2].numpy()
-    model = RecurrentModel()
-    model.net, model.spec, model.data_info, model.task, model.permutation = (
-        module.net.eval(),
-        module.spec,
-        module.data_info,
-        task,
-        None,
-    )
+    model = RecurrentModel().attach(module.net, module.spec, module.data_info)
     return x, infer_signature(x, model.predict(None, x))
 
 
