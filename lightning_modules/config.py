@@ -7,6 +7,7 @@ dict of sampled hyperparameters, as Ray Tune produces, to the section that owns 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -204,16 +205,26 @@ class TrainSpec(Section):
         return TrainSpec.model_validate({"data": self.data.model_dump(), **sections})
 
 
-def format_validation_error(err: ValidationError, prefix: str = "") -> str:
-    """One line per problem: `model.hidden_size: Input should be greater than or equal to 1`."""
-    lines = []
+def validation_problems(err: ValidationError) -> list[tuple[str, str]]:
+    """(field, reason) per problem: `("model.hidden_size", "Input should be ... >= 1")`."""
+    problems = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
-        lines.append(f"{prefix}{loc}: {msg}" if loc else f"{prefix}{msg}")
-    return "\n".join(lines)
+        if not loc and (named := re.match(r"^([\w.]+): (.*)$", msg, re.S)):
+            loc, msg = named.groups()  # a model-level check that names its field
+        problems.append((loc, msg))
+    return problems
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line per problem: `model.hidden_size: Input should be greater than or equal to 1`."""
+    return "\n".join(
+        f"{prefix}{loc}: {msg}" if loc else f"{prefix}{msg}"
+        for loc, msg in validation_problems(err)
+    )
 
 
 _UNION_TAGS = set(TASK_OF_DATASET)

@@ -10,6 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def embedded_tracking() -> str:
+    """Where `rnntune run` tracks by default (the embedded SQLite store under runs/tune)."""
+    return f"sqlite:///{Path('runs/tune/mlflow.db').resolve()}"
+
+
 def cmd_train(spec_path: str, output_dir: str | None, max_epochs: int | None, quiet: bool) -> int:
     """Train one model from a spec (no search); print and save its metrics."""
     spec = _train_spec_from(spec_path)  # validate before the slow imports (torch, Lightning)
@@ -82,30 +87,54 @@ def cmd_schema() -> int:
     return 0
 
 
-def cmd_models(tracking_uri: str, name: str | None) -> int:
+def cmd_models(tracking_uri: str | None, name: str | None) -> int:
     """List registered models, their versions, aliases and test metrics."""
+    from service.remote import print_models, service_configured
+
+    if tracking_uri is None and service_configured():
+        from service.client import ServiceClient
+
+        print_models(ServiceClient.configured().models(name))
+        return 0
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri or embedded_tracking())
     models = [client.get_registered_model(name)] if name else client.search_registered_models()
-    print(f"{'model':<24} {'version':>7} {'aliases':<22} {'metric':<10} {'value':>8} job")
-    for m in models:
-        for v in client.search_model_versions(f"name='{m.name}'"):
-            aliases = ",".join(a for a, ver in m.aliases.items() if str(ver) == str(v.version))
-            metric = v.tags.get("metric", "")
-            print(
-                f"{m.name:<24} {v.version:>7} {aliases:<22} {metric:<10} {v.tags.get(metric, ''):>8} {v.tags.get('job_id', '')}"
-            )
+    print_models(
+        [
+            {
+                "name": m.name,
+                "versions": [
+                    {
+                        "version": str(v.version),
+                        "aliases": [
+                            a for a, ver in m.aliases.items() if str(ver) == str(v.version)
+                        ],
+                        "metrics": v.tags,
+                    }
+                    for v in client.search_model_versions(f"name='{m.name}'")
+                ],
+            }
+            for m in models
+        ]
+    )
     return 0
 
 
-def cmd_promote(tracking_uri: str, name: str, version: str, alias: str) -> int:
+def cmd_promote(tracking_uri: str | None, name: str, version: str, alias: str) -> int:
     """Point an alias (default `champion`) at a model version."""
-    from mlflow.tracking import MlflowClient
+    from service.remote import service_configured
 
-    client = MlflowClient(tracking_uri)
-    client.get_model_version(name, version)  # fails clearly if it does not exist
-    client.set_registered_model_alias(name, alias, version)
+    if tracking_uri is None and service_configured():
+        from service.client import ServiceClient
+
+        ServiceClient.configured().promote(name, version, alias)
+    else:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri or embedded_tracking())
+        client.get_model_version(name, version)  # fails clearly if it does not exist
+        client.set_registered_model_alias(name, alias, version)
     print(f"{name}@{alias} -> version {version}")
     return 0
 
@@ -133,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext in (("models", "list registered models"), ("promote", "set a model alias")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument(
-            "--tracking-uri", default=f"sqlite:///{Path('runs/tune/mlflow.db').resolve()}"
+            "--tracking-uri",
+            default=None,
+            help="MLflow URI; default: the job service if one is configured, else runs/tune/mlflow.db",
         )
         if name == "models":
             p.add_argument("name", nargs="?")
@@ -141,21 +172,45 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("name")
             p.add_argument("version")
             p.add_argument("--alias", default="champion")
+    add_service_commands(sub)
     return parser
+
+
+def add_service_commands(sub) -> None:
+    """The local stack and the job service's client commands."""
+    p = sub.add_parser("up", help="start Ray, MLflow and the job service on 127.0.0.1")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs the Ray head offers")
+    sub.add_parser("down", help="stop what `rnntune up` started")
+    p = sub.add_parser("submit", help="submit a job spec to the job service")
+    p.add_argument("spec")
+    p.add_argument("--follow", "-f", action="store_true", help="stream its log until it ends")
+    p = sub.add_parser("status", help="a job's status, or a table of your jobs")
+    p.add_argument("job_id", nargs="?")
+    p.add_argument("--status", default=None, help="list only jobs in this state")
+    p = sub.add_parser("logs", help="a job's driver log")
+    p.add_argument("job_id")
+    p.add_argument("--follow", "-f", action="store_true")
+    p.add_argument("--tail", type=int, default=200, help="last N lines (0: all)")
+    p = sub.add_parser("cancel", help="stop a job")
+    p.add_argument("job_id")
 
 
 def guarded(fn: Callable[..., int], *args) -> int:
     """Run a command; bad input becomes a message and exit code 2, never a traceback."""
     from lightning_modules.config import SpecError
+    from service.client import ServiceError
 
     try:
         return fn(*args)
     except SpecError as e:
         print(f"rnntune: invalid spec:\n{e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ServiceError, RuntimeError) as e:
         print(f"rnntune: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("rnntune: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:  # noqa: BLE001 - e.g. MLflow/Ray errors: one line, not a traceback
         if type(e).__name__ in ("MlflowException", "RestException"):
             print(f"rnntune: {e}", file=sys.stderr)
@@ -165,6 +220,8 @@ def guarded(fn: Callable[..., int], *args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from service import remote
+
     match args.command:
         case "train":
             return guarded(cmd_train, args.spec, args.output_dir, args.max_epochs, args.quiet)
@@ -178,6 +235,18 @@ def main(argv: list[str] | None = None) -> int:
             return guarded(cmd_models, args.tracking_uri, args.name)
         case "promote":
             return guarded(cmd_promote, args.tracking_uri, args.name, args.version, args.alias)
+        case "up":
+            return guarded(remote.cmd_up, args.num_cpus)
+        case "down":
+            return guarded(remote.cmd_down)
+        case "submit":
+            return guarded(remote.cmd_submit, args.spec, args.follow)
+        case "status":
+            return guarded(remote.cmd_status, args.job_id, args.status)
+        case "logs":
+            return guarded(remote.cmd_logs, args.job_id, args.follow, args.tail)
+        case "cancel":
+            return guarded(remote.cmd_cancel, args.job_id)
     return 2
 
 

@@ -6,6 +6,7 @@ The only command the job service ever submits to Ray; it connects to `RAY_ADDRES
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 
@@ -15,6 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tune")
     add_job_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
+    # Ray's stop_job sends SIGTERM (then SIGKILL after a few seconds): exit through Python so
+    # the driver closes the job's MLflow runs as KILLED instead of leaving them RUNNING.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     if args.command == "run":
         return guarded(cmd_run, args.spec, args.job_id)

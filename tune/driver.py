@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from ray import tune as ray_tune
 
 from tune import report, schedulers
 from tune.registry import Registration, register_best
-from tune.spec import JobSpec, parse_job_spec
+from tune.spec import JobSpec, new_job_id, parse_job_spec
 from tune.tracking import MlflowTrialLogger, existing_trial_runs, open_parent_run, setup_tracking
 from tune.trainable import CHECKPOINT_FILE, REPORTED, run_trial
 
@@ -73,10 +71,6 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         return
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on 127.0.0.1
     ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
-
-
-def new_job_id(spec: JobSpec) -> str:
-    return f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
 def _tuner(spec: JobSpec, job_id: str, storage: Storage, callback: MlflowTrialLogger, resume: bool):
@@ -163,8 +157,11 @@ def run_job(spec: JobSpec, job_id: str | None = None, resume: bool = False) -> J
     ensure_ray()
     try:
         results = _tuner(spec, job_id, storage, callback, resume).fit()
-    except BaseException:
-        client.set_terminated(parent, "KILLED")
+    except BaseException:  # cancelled (SIGTERM from `rnntune cancel`) or crashed: close the runs
+        try:
+            callback.close_unfinished(stopped_by="job stopped")
+        finally:
+            client.set_terminated(parent, "KILLED")
         raise
     callback.close_unfinished()
     return _finish(spec, job_id, tracking, client, parent, results)

@@ -8,6 +8,8 @@ distribution, and the search, scheduler, budget, resources, storage, tracking an
 from __future__ import annotations
 
 import math
+import secrets
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -109,6 +111,9 @@ class ResourcesConfig(_Strict):
     """Per trial; fractions share a GPU between trials."""
     workers: int = Field(1, ge=1, le=1)
     """Data-parallel workers per trial (multi-worker DDP trials are not available yet)."""
+    driver_cpus: float = Field(0.0, ge=0)
+    driver_gpus: float = Field(0.0, ge=0)
+    """Reserved for the job's driver (`python -m tune run`) when the service submits it to Ray."""
 
 
 class StorageConfig(_Strict):
@@ -242,6 +247,17 @@ def parse_job_spec(raw: Any, source: str = "spec") -> JobSpec:
 
 def load_job_spec(path: str | Path) -> JobSpec:
     return parse_job_spec(read_spec_file(path), str(path))
+
+
+def new_job_id(spec: JobSpec) -> str:
+    """`<name>-<UTC date-time>-<4 hex>`: sortable, readable, and safe in paths and URLs."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return f"{spec.name}-{stamp}-{secrets.token_hex(2)}"
+
+
+def trial_count(spec: JobSpec) -> int:
+    """Trials the search will run: the grid's size for grid search, else `num_samples`."""
+    return grid_size(spec) if spec.search.algorithm == "grid" else spec.search.num_samples
 
 
 def grid_size(spec: JobSpec) -> int:

@@ -231,11 +231,11 @@ class MlflowTrialLogger(ray_tune.Callback):
         reason = str(error).strip().splitlines()[-1][:500] if error else "trial failed"
         self._finish(trial.trial_id, "FAILED", {"failure_reason": reason})
 
-    def close_unfinished(self) -> None:
+    def close_unfinished(self, stopped_by: str = "job") -> None:
         """Runs of trials that never completed (job interrupted or out of time) end as KILLED."""
         for trial_id, run_id in self.runs.items():
             if self.client.get_run(run_id).info.status == "RUNNING":
-                self._finish(trial_id, "KILLED", {"stopped_by": "job"})
+                self._finish(trial_id, "KILLED", {"stopped_by": stopped_by})
 
 
 __all__ = ["MlflowTrialLogger", "RunStatus", "Tracking", "setup_tracking", "open_parent_run"]

@@ -1,0 +1,90 @@
+"""Response bodies of the REST API (they feed the OpenAPI document)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from service.store import Job
+from tune.spec import JobSpec
+
+JobStatus = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED"]
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    detail: str
+    errors: list[FieldError] = []
+
+
+class JobOut(BaseModel):
+    id: str
+    name: str
+    owner: str
+    status: JobStatus
+    message: str = ""
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    trials: dict[str, int] = Field(description="trials by state: done, running, stopped, failed")
+    metric: str
+    mode: Literal["min", "max"]
+    best_metric: float | None = Field(description="best validation metric so far")
+    mlflow_run_id: str | None = Field(description="the job's MLflow parent run")
+    mlflow_url: str | None
+    champion_decision: str | None
+
+    @classmethod
+    def of(cls, job: Job, ui_base: str | None) -> JobOut:
+        spec = JobSpec.model_validate(job.spec)
+        metric, mode = spec.monitor
+        url = None
+        if ui_base and job.parent_run_id and job.experiment_id:
+            url = f"{ui_base}/#/experiments/{job.experiment_id}/runs/{job.parent_run_id}"
+        return cls(
+            id=job.id,
+            name=job.name,
+            owner=job.owner,
+            status=job.status,  # type: ignore[arg-type]
+            message=job.message or "",
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            trials=job.trials or {},
+            metric=metric,
+            mode=mode,
+            best_metric=job.best_metric,
+            mlflow_run_id=job.parent_run_id,
+            mlflow_url=url,
+            champion_decision=job.champion_decision,
+        )
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ModelVersionOut(BaseModel):
+    version: str
+    aliases: list[str]
+    run_id: str | None
+    status: str
+    metrics: dict[str, str] = Field(description="test metrics and job tags of the version")
+
+
+class ModelOut(BaseModel):
+    name: str
+    aliases: dict[str, str]
+    versions: list[ModelVersionOut] = []
+
+
+class AliasIn(BaseModel):
+    alias: str = Field("champion", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+    version: str = Field(pattern=r"^[1-9][0-9]{0,8}$")

@@ -1,0 +1,109 @@
+"""The CLI's HTTP client for the job service (URL and token from the environment or `rnntune up`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from service.stack import home, load_stack
+
+
+class ServiceError(RuntimeError):
+    """A request the service refused or could not be reached for; the message is one line."""
+
+
+@dataclass
+class ServiceClient:
+    url: str
+    token: str
+    timeout: float = 30.0
+
+    @classmethod
+    def configured(cls) -> ServiceClient:
+        """`RNNTUNE_URL`/`RNNTUNE_TOKEN`, else the stack `rnntune up` started."""
+        url, token = os.environ.get("RNNTUNE_URL"), os.environ.get("RNNTUNE_TOKEN")
+        if not (url and token):
+            stack = load_stack()
+            if stack is None:
+                raise ServiceError(
+                    "no job service configured: run `rnntune up`, or set RNNTUNE_URL and "
+                    f"RNNTUNE_TOKEN (looked in {home() / 'stack.json'})"
+                )
+            url, token = url or stack.url, token or stack.token
+        return cls(url.rstrip("/"), token)
+
+    def request(self, method: str, path: str, stream: bool = False, **kwargs) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
+        try:
+            r = requests.request(
+                method,
+                f"{self.url}{path}",
+                headers=headers,
+                timeout=None if stream else self.timeout,
+                stream=stream,
+                **kwargs,
+            )
+        except requests.ConnectionError:
+            raise ServiceError(
+                f"cannot reach the job service at {self.url} (is it running? `rnntune up`)"
+            ) from None
+        except requests.Timeout:
+            raise ServiceError(f"the job service at {self.url} did not answer in time") from None
+        if r.status_code >= 400:
+            raise ServiceError(_describe(r))
+        return r
+
+    def submit(self, spec_path: str) -> dict:
+        path = Path(spec_path)
+        if not path.is_file():
+            raise ServiceError(f"{spec_path}: no such file")
+        kind = "application/json" if path.suffix == ".json" else "application/yaml"
+        return self.request(
+            "POST", "/jobs", data=path.read_bytes(), headers={"Content-Type": kind}
+        ).json()
+
+    def job(self, job_id: str) -> dict:
+        return self.request("GET", f"/jobs/{job_id}").json()
+
+    def jobs(self, status: str | None = None, limit: int = 50) -> dict:
+        params = {"limit": limit, **({"status": status} if status else {})}
+        return self.request("GET", "/jobs", params=params).json()
+
+    def cancel(self, job_id: str) -> dict:
+        return self.request("DELETE", f"/jobs/{job_id}").json()
+
+    def logs(self, job_id: str, tail: int = 200) -> str:
+        return self.request("GET", f"/jobs/{job_id}/logs", params={"tail": tail}).text
+
+    def follow(self, job_id: str) -> Iterator[str]:
+        r = self.request("GET", f"/jobs/{job_id}/logs", params={"follow": "true"}, stream=True)
+        yield from r.iter_content(chunk_size=None, decode_unicode=True)
+
+    def models(self, name: str | None = None) -> list[dict]:
+        if name:
+            return [self.request("GET", f"/models/{name}").json()]
+        return [
+            self.request("GET", f"/models/{m['name']}").json()
+            for m in self.request("GET", "/models").json()
+        ]
+
+    def promote(self, name: str, version: str, alias: str) -> dict:
+        return self.request(
+            "POST", f"/models/{name}/aliases", json={"alias": alias, "version": version}
+        ).json()
+
+
+def _describe(r: requests.Response) -> str:
+    try:
+        body = r.json()
+    except ValueError:
+        return f"HTTP {r.status_code}: {r.text.strip()[:300]}"
+    detail = body.get("detail", body) if isinstance(body, dict) else body
+    errors = body.get("errors", []) if isinstance(body, dict) else []
+    lines = [f"HTTP {r.status_code}: {detail}"]
+    lines += [f"  {e.get('field') or 'spec'}: {e.get('message')}" for e in errors]
+    return "\n".join(lines)

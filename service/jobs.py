@@ -1,0 +1,150 @@
+"""What the job routes do: validate and admit a spec, submit it, keep its status in sync with Ray."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from lightning_modules.config import validation_problems
+from service.auth import Principal
+from service.progress import job_progress
+from service.ray_jobs import RayJobMissing, RayJobs, RayUnavailable
+from service.settings import Settings
+from service.store import ACTIVE, FAILED, PENDING, Job, JobStore
+from tune.spec import JobSpec, new_job_id, trial_count
+
+log = logging.getLogger("rnntune.service")
+
+
+class SpecInvalid(ValueError):
+    """The spec does not validate; `problems` are (field, reason) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{f}: {m}" if f else m for f, m in problems))
+        self.problems = problems
+
+
+class QuotaExceeded(PermissionError):
+    """The caller's limits forbid this job (the message names the limit)."""
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+@dataclass
+class JobService:
+    settings: Settings
+    store: JobStore
+    ray: RayJobs
+
+    def admit(self, raw: object, caller: Principal) -> JobSpec:
+        """A validated spec with the service's defaults filled in, within the caller's quotas."""
+        if not isinstance(raw, dict):
+            raise SpecInvalid([("", "the body must be a job spec: a mapping of sections")])
+        try:
+            spec = JobSpec.model_validate(raw)
+        except ValidationError as e:
+            raise SpecInvalid(validation_problems(e)) from None
+        spec = self._with_service_defaults(spec)
+        s = self.settings
+        limits = [
+            ("trials per job", trial_count(spec), s.max_trials_per_job),
+            ("CPUs per trial", spec.resources.cpus, s.max_cpus_per_trial),
+            ("GPUs per trial", spec.resources.gpus, s.max_gpus_per_trial),
+        ]
+        for what, asked, limit in limits:
+            if asked > limit:
+                raise QuotaExceeded(f"quota: {asked:g} {what} asked, the limit is {limit:g}")
+        active = len(self.store.active(caller.user))
+        if active >= s.max_concurrent_jobs:
+            raise QuotaExceeded(
+                f"quota: {caller.user} has {active} active jobs, the limit is {s.max_concurrent_jobs}"
+            )
+        return spec
+
+    def _with_service_defaults(self, spec: JobSpec) -> JobSpec:
+        storage, tracking = spec.storage, spec.tracking
+        if "url" not in storage.model_fields_set:
+            storage = storage.model_copy(update={"url": self.settings.storage_url})
+        elif "://" not in storage.url and not storage.url.startswith("/"):
+            raise SpecInvalid([("storage.url", "submitted jobs need an absolute path or a URL")])
+        if tracking.uri is None:
+            tracking = tracking.model_copy(update={"uri": self.settings.tracking_uri})
+        return spec.model_copy(update={"storage": storage, "tracking": tracking})
+
+    def submit(self, spec: JobSpec, caller: Principal) -> Job:
+        """Stores the job first (nothing is lost if Ray refuses), then submits it."""
+        job = self.store.add(
+            Job(
+                id=new_job_id(spec),
+                owner=caller.user,
+                name=spec.name,
+                spec=spec.model_dump(mode="json"),
+                status=PENDING,
+                trials={},
+            )
+        )
+        try:
+            self.ray.submit(job.id, spec, caller.user)
+        except Exception as e:
+            self.store.update(job.id, status=FAILED, message=f"submission failed: {e}")
+            raise
+        return job
+
+    def visible(self, job_id: str, caller: Principal) -> Job:
+        """The job if the caller may see it; another user's job is indistinguishable from none."""
+        job = self.store.get(job_id)
+        if job is None or not (caller.is_admin or job.owner == caller.user):
+            raise JobNotFound(job_id)
+        return job
+
+    def sync(self, job: Job) -> Job:
+        """Status from Ray while the job is active; progress from MLflow until it is final."""
+        updates: dict = {}
+        if job.status in ACTIVE:
+            try:
+                status, message = self.ray.status(job.id)
+                updates.update(status=status, message=message)
+            except RayJobMissing:
+                updates.update(status=FAILED, message="the Ray cluster has no record of this job")
+            except RayUnavailable as e:
+                log.warning("status of %s not refreshed: %s", job.id, e)
+        final = updates.get("status", job.status) not in ACTIVE
+        if not job.progress_final:
+            try:
+                p = job_progress(self._tracking_uri(job), JobSpec.model_validate(job.spec), job.id)
+                updates.update(
+                    parent_run_id=p.parent_run_id,
+                    experiment_id=p.experiment_id,
+                    trials=p.trials,
+                    best_metric=p.best_metric,
+                    champion_decision=p.champion_decision,
+                    progress_final=int(final),
+                )
+            except Exception as e:  # noqa: BLE001 - MLflow down must not fail a status read
+                log.warning("progress of %s not refreshed: %s", job.id, e)
+        if not updates:
+            return job
+        return self.store.update(job.id, **updates)
+
+    def _tracking_uri(self, job: Job) -> str:
+        return job.spec.get("tracking", {}).get("uri") or self.settings.tracking_uri
+
+    def stop(self, job: Job) -> Job:
+        """Asks Ray to stop an active job; a finished job is returned as it is (idempotent)."""
+        if job.status in ACTIVE:
+            try:
+                self.ray.stop(job.id)
+            except RayJobMissing:
+                pass
+        return self.sync(job)
+
+    def resync_active(self) -> int:
+        """At start-up: refresh every job the store still thinks is active."""
+        jobs = self.store.active()
+        for job in jobs:
+            self.sync(job)
+        return len(jobs)

@@ -1,0 +1,50 @@
+"""The job service's settings, read from `RNNTUNE_*` environment variables (never at import)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the service needs to know; `RNNTUNE_<FIELD>` sets each one."""
+
+    model_config = SettingsConfigDict(env_prefix="RNNTUNE_", extra="ignore")
+
+    dev_mode: bool = False
+    """Development mode: without configured tokens, the well-known dev token is accepted."""
+    database_url: str = "sqlite:///runs/service/jobs.db"
+    """Job store (SQLAlchemy URL; SQLite or Postgres)."""
+    ray_address: str = "http://127.0.0.1:8265"
+    """The Ray cluster's dashboard (Jobs API) address."""
+    ray_auth_token: SecretStr | None = None
+    """Token for a Ray cluster with token authentication (RAY_AUTH_MODE=token)."""
+    cluster_python: str = "python"
+    """The interpreter on the cluster that runs `-m tune run`; `rnntune up` uses this venv's."""
+    tracking_uri: str = "http://127.0.0.1:5000"
+    """MLflow tracking server; jobs whose spec names none are tracked here."""
+    mlflow_ui_url: str | None = None
+    """Base URL of the MLflow UI for links; default: the tracking URI when it is http(s)."""
+    storage_url: str = Field(default_factory=lambda: str(Path("runs/tune").resolve()))
+    """Checkpoint storage for jobs whose spec keeps the default (must be reachable by the cluster)."""
+    tokens: str | None = None
+    """JSON list of {"user", "role", "sha256"}: the accepted bearer tokens, stored hashed."""
+    tokens_file: Path | None = None
+    """A file holding the same JSON list (or YAML)."""
+    max_concurrent_jobs: int = Field(4, ge=0)
+    """Per user: pending or running jobs at once."""
+    max_trials_per_job: int = Field(64, ge=1)
+    max_cpus_per_trial: float = Field(8.0, gt=0)
+    max_gpus_per_trial: float = Field(1.0, ge=0)
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+    """Request bodies above this answer 413."""
+
+    @property
+    def ui_base(self) -> str | None:
+        if self.mlflow_ui_url:
+            return self.mlflow_ui_url.rstrip("/")
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return self.tracking_uri.rstrip("/")
+        return None

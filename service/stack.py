@@ -1,0 +1,253 @@
+"""`rnntune up` / `down`: a local stack on loopback (Ray head, MLflow server, job service).
+
+Each component runs in its own session; `down` stops exactly the process trees `up` started,
+recorded with their start times in `$RNNTUNE_HOME/stack.json` (a recycled pid is never killed).
+The same launchers start the real processes the integration tests use.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+
+LOOPBACK = "127.0.0.1"
+# Every Ray process on loopback, no usage reporting; token auth off: loopback-only dev stack.
+RAY_LOCAL_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+
+def home() -> Path:
+    return Path(os.environ.get("RNNTUNE_HOME", Path.home() / ".rnntune")).expanduser()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def bin_dir() -> Path:
+    return Path(sys.executable).parent
+
+
+@dataclass
+class Component:
+    name: str
+    pid: int
+    started: float  # psutil create_time: tells our process from a recycled pid
+    url: str
+    log: str
+
+    def alive(self) -> bool:
+        try:
+            return psutil.Process(self.pid).create_time() == self.started
+        except psutil.Error:
+            return False
+
+
+@dataclass
+class Stack:
+    url: str
+    token: str
+    ray_address: str
+    tracking_uri: str
+    dir: str
+    components: list[Component] = field(default_factory=list)
+
+
+def launch(name: str, argv: list[str], env: dict[str, str], logdir: Path, url: str) -> Component:
+    logdir.mkdir(parents=True, exist_ok=True)
+    log = logdir / f"{name}.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            env={
+                **os.environ,
+                "PATH": f"{bin_dir()}{os.pathsep}{os.environ.get('PATH', '')}",
+                **env,
+            },
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: signals from a terminal skip it
+        )
+    return Component(name, proc.pid, psutil.Process(proc.pid).create_time(), url, str(log))
+
+
+def start_ray_head(logdir: Path, num_cpus: int | None = None, env: dict | None = None) -> Component:
+    dashboard = free_port()
+    argv = [str(bin_dir() / "ray"), "start", "--head", "--block", "--disable-usage-stats"]
+    argv += ["--port", str(free_port()), "--dashboard-host", LOOPBACK]
+    argv += ["--dashboard-port", str(dashboard), "--ray-client-server-port", str(free_port())]
+    argv += ["--dashboard-agent-listen-port", str(free_port())]
+    argv += ["--num-cpus", str(num_cpus or os.cpu_count() or 1)]
+    return launch(
+        "ray", argv, {**RAY_LOCAL_ENV, **(env or {})}, logdir, f"http://{LOOPBACK}:{dashboard}"
+    )
+
+
+def start_mlflow(root: Path) -> Component:
+    port = free_port()
+    argv = [str(bin_dir() / "mlflow"), "server", "--host", LOOPBACK, "--port", str(port)]
+    argv += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
+    argv += ["--artifacts-destination", (root / "artifacts").as_uri(), "--workers", "1"]
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return launch("mlflow", argv, env, root / "logs", f"http://{LOOPBACK}:{port}")
+
+
+def start_service(logdir: Path, settings_env: dict[str, str], port: int | None = None) -> Component:
+    port = port or free_port()
+    argv = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app"]
+    argv += ["--host", LOOPBACK, "--port", str(port), "--log-level", "warning"]
+    return launch("service", argv, settings_env, logdir, f"http://{LOOPBACK}:{port}")
+
+
+def wait_ready(c: Component, path: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not c.alive():
+            raise RuntimeError(f"{c.name} exited during start-up; see {c.log}:\n{_tail(c.log)}")
+        try:
+            with urllib.request.urlopen(f"{c.url}{path}", timeout=3):
+                return
+        except urllib.error.HTTPError as e:
+            if e.code < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{c.name} did not answer {c.url}{path} within {timeout:.0f} s; see {c.log}")
+
+
+def stop(*components: Component, grace: float = 15.0) -> int:
+    """Stops the components' whole process trees together (TERM, then KILL); returns the count."""
+    procs: list[psutil.Process] = []
+    for c in components:
+        if not c.alive():
+            continue
+        root = psutil.Process(c.pid)
+        for p in [root, *root.children(recursive=True), *_same_session(c.pid)]:
+            if p not in procs:
+                procs.append(p)
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    return len(procs)
+
+
+def _same_session(pid: int) -> list[psutil.Process]:
+    """Processes still in the session `pid` leads (children re-parented after their parent died)."""
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) == pid and p.pid != pid:
+                found.append(p)
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
+def _tail(path: str, lines: int = 15) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def up(num_cpus: int | None = None) -> Stack:
+    """Starts Ray, MLflow and the service on loopback; writes `$RNNTUNE_HOME/stack.json`."""
+    from service.auth import hash_token, new_token
+
+    root = home() / "stack"
+    if (state := load_stack()) is not None and any(c.alive() for c in state.components):
+        raise RuntimeError(f"a stack is already up (service at {state.url}); `rnntune down` first")
+    root.mkdir(parents=True, exist_ok=True)
+    token = new_token()
+    tokens_file = root / "tokens.json"
+    tokens_file.write_text(
+        json.dumps([{"user": _user(), "role": "admin", "sha256": hash_token(token)}])
+    )
+    tokens_file.chmod(0o600)
+    started: list[Component] = []
+    try:
+        ray_head = start_ray_head(root / "logs", num_cpus)
+        started.append(ray_head)
+        mlflow = start_mlflow(root)
+        started.append(mlflow)
+        wait_ready(ray_head, "/api/version")
+        wait_ready(mlflow, "/health")
+        service = start_service(
+            root / "logs", service_env(root, ray_head.url, mlflow.url, tokens_file)
+        )
+        started.append(service)
+        wait_ready(service, "/healthz")
+    except BaseException:
+        stop(*started)
+        raise
+    stack = Stack(service.url, token, ray_head.url, mlflow.url, str(root), started)
+    path = home() / "stack.json"
+    path.write_text(json.dumps(asdict(stack), indent=2))
+    path.chmod(0o600)
+    return stack
+
+
+def service_env(root: Path, ray_url: str, tracking_uri: str, tokens_file: Path) -> dict[str, str]:
+    """The service's settings for a local stack (every field from `RNNTUNE_*`)."""
+    return {
+        "RNNTUNE_DATABASE_URL": f"sqlite:///{root / 'jobs.db'}",
+        "RNNTUNE_RAY_ADDRESS": ray_url,
+        "RNNTUNE_TRACKING_URI": tracking_uri,
+        "RNNTUNE_STORAGE_URL": str(root / "storage"),
+        "RNNTUNE_CLUSTER_PYTHON": sys.executable,
+        "RNNTUNE_TOKENS_FILE": str(tokens_file),
+        **RAY_LOCAL_ENV,
+    }
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "local"
+
+
+def load_stack() -> Stack | None:
+    path = home() / "stack.json"
+    if not path.exists():
+        return None
+    raw = json.loads(path.read_text())
+    comps = [Component(**c) for c in raw.pop("components", [])]
+    return Stack(**raw, components=comps)
+
+
+def down() -> int:
+    """Stops what `up` started; returns the number of processes."""
+    stack = load_stack()
+    if stack is None:
+        return 0
+    stopped = stop(*stack.components)
+    (home() / "stack.json").unlink(missing_ok=True)
+    return stopped

@@ -1,0 +1,121 @@
+"""The job store: one row per submitted job (SQLAlchemy; SQLite by default, Postgres-compatible)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, create_engine, func, select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED = (
+    "PENDING",
+    "RUNNING",
+    "SUCCEEDED",
+    "FAILED",
+    "STOPPED",
+)
+STATUSES = (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)
+ACTIVE = (PENDING, RUNNING)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(96), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), index=True, default=PENDING)
+    message: Mapped[str] = mapped_column(Text, default="")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=_now, onupdate=_now
+    )
+    # Progress, refreshed from MLflow while the job is active and once after it ends.
+    parent_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    experiment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    trials: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    best_metric: Mapped[float | None] = mapped_column(Float, nullable=True)
+    champion_decision: Mapped[str | None] = mapped_column(Text, nullable=True)
+    progress_final: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class JobStore:
+    """Owns the engine; every call is its own short transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = _engine(url)
+        Base.metadata.create_all(self.engine)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._session.begin() as s:
+            yield s
+
+    def add(self, job: Job) -> Job:
+        with self.session() as s:
+            s.add(job)
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self.session() as s:
+            return s.get(Job, job_id)
+
+    def update(self, job_id: str, **fields: Any) -> Job:
+        with self.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise KeyError(job_id)
+            for k, v in fields.items():
+                setattr(job, k, v)
+        return job
+
+    def list(
+        self, owner: str | None, status: str | None, limit: int, offset: int
+    ) -> tuple[list[Job], int]:
+        """A page of jobs, newest first; `owner=None` lists everyone's (admins)."""
+        query = select(Job)
+        if owner is not None:
+            query = query.where(Job.owner == owner)
+        if status is not None:
+            query = query.where(Job.status == status)
+        with self.session() as s:
+            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = s.scalars(
+                query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+            ).all()
+        return list(rows), total
+
+    def active(self, owner: str | None = None) -> list[Job]:
+        query = select(Job).where(Job.status.in_(ACTIVE))
+        if owner is not None:
+            query = query.where(Job.owner == owner)
+        with self.session() as s:
+            return list(s.scalars(query).all())
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # The service's threadpool shares the engine; SQLite serialises the writes.
+        return create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    return create_engine(url, pool_pre_ping=True)

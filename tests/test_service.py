@@ -1,0 +1,343 @@
+"""The job service end to end: `rnntune up` (a real Ray head, `mlflow server` and the service on
+loopback), jobs submitted over HTTP and through the CLI, auth, quotas, malformed specs, restarts,
+schemathesis, and `rnntune down` leaving no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+import yaml
+from mlflow.tracking import MlflowClient
+
+from service.auth import hash_token
+from service.stack import Component, load_stack, service_env, start_service, stop, wait_ready
+
+pytestmark = pytest.mark.slow
+RNNTUNE = str(Path(sys.executable).parent / "rnntune")
+TOKENS = {"alice": ("alice-token-1", "user"), "bob": ("bob-token-2", "user")}
+TOKENS["root"] = ("root-token-3", "admin")
+
+
+def small_job(name: str, epochs: int = 1, registry: bool = False, **extra) -> dict:
+    """A two-trial MNIST-1D search small enough to finish in well under a minute."""
+    spec = {
+        "name": name,
+        "data": {"name": "mnist1d", "limit": 600},
+        "model": {"cell_type": "gru", "hidden_size": 16},
+        "optim": {"lr": 0.01, "batch_size": 100},
+        "search_space": {"cell_type": {"grid": ["gru", "lstm"]}},
+        "search": {"algorithm": "grid", "num_samples": 1, "max_concurrent": 2},
+        "scheduler": {"name": "fifo"},
+        "budget": {"max_epochs": epochs},
+        "registry": {"enabled": registry},
+    }
+    return {**spec, **extra}
+
+
+@dataclass
+class Api:
+    url: str
+    proc: Component | None = None
+
+    def call(self, method: str, path: str, user: str | None = "alice", **kw) -> requests.Response:
+        headers = kw.pop("headers", {})
+        if user:
+            headers["Authorization"] = f"Bearer {TOKENS[user][0]}"
+        return requests.request(method, f"{self.url}{path}", headers=headers, timeout=60, **kw)
+
+    def wait(self, job_id: str, until, timeout: float = 240, user: str = "alice") -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.call("GET", f"/jobs/{job_id}", user).json()
+            if until(job):
+                return job
+            time.sleep(1.5)
+        raise TimeoutError(f"job {job_id} stuck at {job}")
+
+
+@pytest.fixture(scope="module")
+def stack(ray_env, tmp_path_factory):
+    """`rnntune up` in a private RNNTUNE_HOME; `rnntune down` afterwards in any case."""
+    home = tmp_path_factory.mktemp("rnntune-home")
+    env = {**os.environ, "RNNTUNE_HOME": str(home)}
+    up = subprocess.run(
+        [RNNTUNE, "up", "--num-cpus", "2"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert up.returncode == 0, up.stdout + up.stderr
+    os.environ["RNNTUNE_HOME"] = str(home)
+    try:
+        yield load_stack(), env, up.stdout
+    finally:
+        subprocess.run([RNNTUNE, "down"], env=env, timeout=120)
+        os.environ.pop("RNNTUNE_HOME", None)
+
+
+def _service(stack, root: Path, **settings) -> Component:
+    tokens = [{"user": u, "role": r, "sha256": hash_token(t)} for u, (t, r) in TOKENS.items()]
+    (root / "tokens.json").write_text(json.dumps(tokens))
+    env = service_env(root, stack.ray_address, stack.tracking_uri, root / "tokens.json")
+    env.update({f"RNNTUNE_{k.upper()}": str(v) for k, v in settings.items()})
+    proc = start_service(root / "logs", env)
+    wait_ready(proc, "/healthz")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def api(stack, tmp_path_factory):
+    """A service with three users and tight quotas, on the stack's Ray and MLflow."""
+    root = tmp_path_factory.mktemp("service")
+    limits = {"max_concurrent_jobs": 1, "max_trials_per_job": 4, "max_cpus_per_trial": 2}
+    proc = _service(stack[0], root, **limits)
+    api = Api(proc.url, proc)
+    api.root, api.limits = root, limits
+    yield api
+    stop(api.proc)
+
+
+def test_up_prints_addresses_and_token(stack):
+    state, _, out = stack
+    assert state.token in out and state.url in out and state.tracking_uri in out
+    ready = requests.get(f"{state.url}/readyz", timeout=30)
+    assert ready.status_code == 200 and ready.json() == {"ready": True, "ray": "ok", "mlflow": "ok"}
+
+
+def test_submit_follow_runs_to_champion(stack, tmp_path):
+    """`rnntune submit --follow` over HTTP to the Ray head; the champion lands in MLflow."""
+    state, env, _ = stack
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(small_job("svc-e2e", epochs=2, registry=True)))
+    proc = subprocess.run(
+        [RNNTUNE, "submit", str(spec), "--follow"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "status   SUCCEEDED" in proc.stdout and "Trial status" in proc.stdout
+    job_id = proc.stdout.split("submitted ", 1)[1].split()[0]
+    headers = {"Authorization": f"Bearer {state.token}"}
+    job = requests.get(f"{state.url}/jobs/{job_id}", headers=headers, timeout=30).json()
+    assert job["status"] == "SUCCEEDED" and job["trials"]["done"] == 2
+    assert job["best_metric"] > 0.1 and job["champion_decision"].startswith("promoted")
+    assert job["mlflow_url"].startswith(state.tracking_uri) and job["mlflow_run_id"]
+    client = MlflowClient(state.tracking_uri)
+    champion = client.get_model_version_by_alias("svc-e2e", "champion")
+    assert champion.tags["job_id"] == job_id
+    model = requests.get(f"{state.url}/models/svc-e2e", headers=headers, timeout=30).json()
+    assert "champion" in model["aliases"] and model["versions"][0]["metrics"]["job_id"] == job_id
+    status = subprocess.run([RNNTUNE, "status"], env=env, capture_output=True, text=True)
+    assert job_id in status.stdout and "SUCCEEDED" in status.stdout
+    logs = subprocess.run([RNNTUNE, "logs", job_id, "--tail", "5"], env=env, capture_output=True)
+    assert logs.returncode == 0 and len(logs.stdout.splitlines()) <= 5
+
+
+def test_auth_and_ownership(api):
+    assert api.call("GET", "/jobs", user=None).status_code == 401
+    assert (
+        api.call("GET", "/jobs", headers={"Authorization": "Bearer nope"}, user=None).status_code
+        == 401
+    )
+    created = api.call("POST", "/jobs", json=small_job("owned", epochs=1))
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    assert api.call("GET", f"/jobs/{job_id}", user="bob").status_code == 404
+    assert api.call("DELETE", f"/jobs/{job_id}", user="bob").status_code == 404
+    assert api.call("GET", f"/jobs/{job_id}/logs", user="bob").status_code == 404
+    assert job_id not in [j["id"] for j in api.call("GET", "/jobs", user="bob").json()["items"]]
+    assert job_id in [j["id"] for j in api.call("GET", "/jobs", user="root").json()["items"]]
+    promote = api.call("POST", "/models/svc-e2e/aliases", json={"version": "1"})
+    assert promote.status_code == 403
+    done = api.wait(job_id, lambda j: j["status"] in ("SUCCEEDED", "FAILED"))
+    assert done["status"] == "SUCCEEDED" and done["trials"]["done"] == 2
+
+
+def test_quotas_answer_403(api):
+    over = [
+        small_job("too-many", search={"algorithm": "random", "num_samples": 5}),
+        small_job("too-wide", resources={"cpus": 3}),
+    ]
+    for spec in over:
+        r = api.call("POST", "/jobs", json=spec)
+        assert r.status_code == 403 and "quota" in r.json()["detail"], r.text
+
+
+def test_cancel_stops_the_ray_job_and_is_idempotent(api, stack):
+    """Also: a second job while one is active is over the concurrent-jobs quota."""
+    from ray.job_submission import JobSubmissionClient
+
+    job_id = api.call("POST", "/jobs", json=small_job("long", epochs=200)).json()["id"]
+    api.wait(job_id, lambda j: j["status"] == "RUNNING")
+    second = api.call("POST", "/jobs", json=small_job("second"))
+    assert second.status_code == 403 and "active jobs" in second.json()["detail"]
+    assert api.call("DELETE", f"/jobs/{job_id}").status_code == 200
+    stopped = api.wait(job_id, lambda j: j["status"] not in ("PENDING", "RUNNING"), timeout=60)
+    assert stopped["status"] == "STOPPED"
+    ray_status = JobSubmissionClient(stack[0].ray_address).get_job_status(job_id)
+    assert str(ray_status.value) == "STOPPED"
+    again = api.call("DELETE", f"/jobs/{job_id}")
+    assert again.status_code == 200 and again.json()["status"] == "STOPPED"
+
+
+def test_job_survives_a_service_restart(api, stack):
+    job_id = api.call("POST", "/jobs", json=small_job("restart", epochs=3)).json()["id"]
+    api.wait(job_id, lambda j: j["status"] == "RUNNING")
+    stop(api.proc)
+    limits = api.limits
+    api.proc = _service(stack[0], api.root, **limits)  # same job store, new port
+    api.url = api.proc.url
+    assert job_id in [j["id"] for j in api.call("GET", "/jobs").json()["items"]]
+    done = api.wait(job_id, lambda j: j["status"] not in ("PENDING", "RUNNING"))
+    assert done["status"] == "SUCCEEDED" and done["trials"]["done"] == 2
+
+
+def _merged(base: dict, patch: dict) -> dict:
+    """`base` with each patched section updated (not replaced) field by field."""
+    out = dict(base)
+    for key, value in patch.items():
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        out[key] = {**base[key], **value} if both else value
+    return out
+
+
+MALFORMED: list[tuple[str, dict]] = [
+    ("data", {}),  # an empty spec
+    ("data", {"data": {"name": "imagenet"}}),
+    ("model.hidden_size", {"model": {"hidden_size": 0}}),
+    ("model.hidden_size", {"model": {"hidden_size": "big"}}),
+    ("model.cell_type", {"model": {"cell_type": "transformer"}}),
+    ("model.num_layers", {"model": {"num_layers": -1}}),
+    ("model.dropout", {"model": {"dropout": 1.5}}),
+    ("model.depth", {"model": {"depth": 2}}),
+    ("optim.lr", {"optim": {"lr": -1}}),
+    ("optim.optimizer", {"optim": {"optimizer": "ftrl"}}),
+    ("optim.batch_size", {"optim": {"batch_size": 0}}),
+    ("trainer.max_epochs", {"trainer": {"max_epochs": "x"}}),
+    ("foo", {"foo": 1}),
+    ("search_space.foo", {"search_space": {"foo": {"choice": [1]}}}),
+    ("search_space.hidden_size", {"search_space": {"hidden_size": {"choice": [0]}}}),
+    ("search_space.lr", {"search_space": {"lr": {"loguniform": [0, 1]}}}),
+    ("search_space.dropout", {"search_space": {"dropout": {"uniform": [0.5, 0.1]}}}),
+    ("search_space.hidden_size", {"search_space": {"hidden_size": {"gaussian": [1, 2]}}}),
+    ("search.algorithm", {"search": {"algorithm": "bayes"}}),
+    ("search.num_samples", {"search": {"num_samples": 0}}),
+    (
+        "search.algorithm",
+        {"search": {"algorithm": "grid"}, "search_space": {"lr": {"uniform": [0.001, 0.1]}}},
+    ),
+    (
+        "search.algorithm",
+        {"search": {"algorithm": "optuna"}, "search_space": {"num_layers": {"grid": [1, 2]}}},
+    ),
+    ("scheduler.name", {"scheduler": {"name": "bohb"}}),
+    ("scheduler.reduction_factor", {"scheduler": {"name": "asha", "reduction_factor": 1}}),
+    ("metric", {"metric": "val_bpc"}),
+    ("mode", {"mode": "maximize"}),
+    ("budget.max_epochs", {"budget": {"max_epochs": 0}}),
+    ("budget.time_budget_s", {"budget": {"time_budget_s": -5}}),
+    ("resources.cpus", {"resources": {"cpus": 0}}),
+    ("resources.gpus", {"resources": {"gpus": -1}}),
+    ("resources.workers", {"resources": {"workers": 0}}),
+    ("storage.url", {"storage": {"url": "relative/dir"}}),
+    ("storage.keep_checkpoints", {"storage": {"keep_checkpoints": 0}}),
+    ("name", {"name": "bad name!"}),
+    ("registry.enabled", {"registry": {"enabled": "sometimes"}}),
+]
+
+
+def test_malformed_specs_answer_422_and_submit_nothing(api, stack):
+    from ray.job_submission import JobSubmissionClient
+
+    ray_jobs = len(JobSubmissionClient(stack[0].ray_address).list_jobs())
+    stored = api.call("GET", "/jobs", user="root").json()["total"]
+    base = small_job("malformed")
+    for field, patch in MALFORMED:
+        spec = _merged(base, patch) if patch else {}
+        r = api.call("POST", "/jobs", json=spec)
+        assert r.status_code == 422, (field, r.status_code, r.text)
+        fields = [e["field"] for e in r.json()["errors"]]
+        assert any(f.startswith(field) for f in fields), (field, r.json())
+    raw_bodies = [
+        (b"{not json", "application/json"),
+        (b"[1, 2]", "application/json"),
+        (b'"a string"', "application/json"),
+        (b"data: [unclosed", "application/yaml"),
+        (b"\xff\xfe", "application/json"),
+    ]
+    for body, kind in raw_bodies:
+        r = api.call("POST", "/jobs", data=body, headers={"Content-Type": kind})
+        assert r.status_code == 422 and r.json()["errors"], (body, r.text)
+    assert len(MALFORMED) + len(raw_bodies) >= 30
+    huge = api.call(
+        "POST", "/jobs", data=b"x" * 300_000, headers={"Content-Type": "application/json"}
+    )
+    assert huge.status_code == 413
+    assert len(JobSubmissionClient(stack[0].ray_address).list_jobs()) == ray_jobs
+    assert api.call("GET", "/jobs", user="root").json()["total"] == stored
+
+
+def test_yaml_body_and_schema(api):
+    assert api.call("GET", "/schema", user=None).json()["title"] == "JobSpec"
+    r = api.call(
+        "POST",
+        "/jobs",
+        data="data: {name: mnist1d}\nmodel: {hidden_size: -3}\n",
+        headers={"Content-Type": "application/yaml"},
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "model.hidden_size"
+
+
+def test_schemathesis_finds_no_server_errors(stack, tmp_path):
+    """Fuzz every operation from the OpenAPI document; a zero job quota keeps Ray untouched."""
+    proc = _service(stack[0], tmp_path, max_concurrent_jobs=0)
+    try:
+        run = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "schemathesis"),
+                "run",
+                f"{proc.url}/openapi.json",
+                "--checks",
+                "not_a_server_error",
+                "--max-examples",
+                "15",
+                "--seed",
+                "7",
+                "--workers",
+                "1",
+                "--header",
+                f"Authorization: Bearer {TOKENS['root'][0]}",
+                "--request-timeout",
+                "30",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,  # its report folder
+        )
+        assert run.returncode == 0, run.stdout[-4000:]
+    finally:
+        stop(proc)
+
+
+def test_down_stops_every_process(stack):
+    state, env, _ = stack
+    pids = set()
+    for c in state.components:
+        root = psutil.Process(c.pid)
+        pids |= {root.pid, *(p.pid for p in root.children(recursive=True))}
+    down = subprocess.run([RNNTUNE, "down"], env=env, capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0 and "stopped" in down.stdout
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert alive == []
+    assert load_stack() is None
+    gone = subprocess.run([RNNTUNE, "status"], env=env, capture_output=True, text=True)
+    assert gone.returncode == 2 and "Traceback" not in gone.stderr and "rnntune up" in gone.stderr
