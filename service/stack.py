@@ -10,9 +10,11 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +24,7 @@ from pathlib import Path
 import psutil
 
 LOOPBACK = "127.0.0.1"
-# Every Ray process on loopback, no usage reporting; token auth off: loopback-only dev stack.
+# Every Ray process on loopback, no usage reporting, token auth off unless a token is given.
 RAY_LOCAL_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_AUTH_MODE": "disabled",
@@ -64,8 +66,10 @@ class Stack:
     url: str
     token: str
     ray_address: str
+    ray_token: str  # the head runs with RAY_AUTH_MODE=token; clients send this bearer token
     tracking_uri: str
     dir: str
+    ray_temp_dir: str
     components: list[Component] = field(default_factory=list)
 
 
@@ -88,9 +92,14 @@ def launch(name: str, argv: list[str], env: dict[str, str], logdir: Path, url: s
     return Component(name, proc.pid, psutil.Process(proc.pid).create_time(), url, str(log))
 
 
-def start_ray_head(logdir: Path, num_cpus: int | None = None, env: dict | None = None) -> Component:
+def start_ray_head(
+    logdir: Path, temp_dir: Path, num_cpus: int | None = None, env: dict | None = None
+) -> Component:
+    """`ray start --head --block` on loopback, with its own temp dir: a later bare `ray.init()`
+    elsewhere on the machine neither finds nor joins this cluster."""
     dashboard = free_port()
     argv = [str(bin_dir() / "ray"), "start", "--head", "--block", "--disable-usage-stats"]
+    argv += ["--temp-dir", str(temp_dir)]
     argv += ["--port", str(free_port()), "--dashboard-host", LOOPBACK]
     argv += ["--dashboard-port", str(dashboard), "--ray-client-server-port", str(free_port())]
     argv += ["--dashboard-agent-listen-port", str(free_port())]
@@ -185,7 +194,8 @@ def up(num_cpus: int | None = None) -> Stack:
     if (state := load_stack()) is not None and any(c.alive() for c in state.components):
         raise RuntimeError(f"a stack is already up (service at {state.url}); `rnntune down` first")
     root.mkdir(parents=True, exist_ok=True)
-    token = new_token()
+    token, ray_token = new_token(), new_token()
+    stack_tmp = tempfile.mkdtemp(prefix="rnt-")  # short: Ray's socket paths must fit 107 bytes
     tokens_file = root / "tokens.json"
     tokens_file.write_text(
         json.dumps([{"user": _user(), "role": "admin", "sha256": hash_token(token)}])
@@ -193,30 +203,36 @@ def up(num_cpus: int | None = None) -> Stack:
     tokens_file.chmod(0o600)
     started: list[Component] = []
     try:
-        ray_head = start_ray_head(root / "logs", num_cpus)
+        ray_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ray_token}
+        ray_head = start_ray_head(root / "logs", Path(stack_tmp), num_cpus, ray_env)
         started.append(ray_head)
         mlflow = start_mlflow(root)
         started.append(mlflow)
         wait_ready(ray_head, "/api/version")
         wait_ready(mlflow, "/health")
-        service = start_service(
-            root / "logs", service_env(root, ray_head.url, mlflow.url, tokens_file)
-        )
+        env = service_env(root, ray_head.url, mlflow.url, tokens_file, ray_token)
+        service = start_service(root / "logs", env)
         started.append(service)
         wait_ready(service, "/healthz")
     except BaseException:
         stop(*started)
+        shutil.rmtree(stack_tmp, ignore_errors=True)
         raise
-    stack = Stack(service.url, token, ray_head.url, mlflow.url, str(root), started)
+    stack = Stack(
+        service.url, token, ray_head.url, ray_token, mlflow.url, str(root), stack_tmp, started
+    )
     path = home() / "stack.json"
     path.write_text(json.dumps(asdict(stack), indent=2))
     path.chmod(0o600)
     return stack
 
 
-def service_env(root: Path, ray_url: str, tracking_uri: str, tokens_file: Path) -> dict[str, str]:
+def service_env(
+    root: Path, ray_url: str, tracking_uri: str, tokens_file: Path, ray_token: str | None
+) -> dict[str, str]:
     """The service's settings for a local stack (every field from `RNNTUNE_*`)."""
     return {
+        **({"RNNTUNE_RAY_AUTH_TOKEN": ray_token} if ray_token else {}),
         "RNNTUNE_DATABASE_URL": f"sqlite:///{root / 'jobs.db'}",
         "RNNTUNE_RAY_ADDRESS": ray_url,
         "RNNTUNE_TRACKING_URI": tracking_uri,
@@ -249,5 +265,6 @@ def down() -> int:
     if stack is None:
         return 0
     stopped = stop(*stack.components)
+    shutil.rmtree(stack.ray_temp_dir, ignore_errors=True)
     (home() / "stack.json").unlink(missing_ok=True)
     return stopped

@@ -85,7 +85,7 @@ def ray_local(ray_env):
     """A real local Ray runtime (2 CPUs) shared by the search tests."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -43,6 +43,15 @@ def small_job(name: str, epochs: int = 1, registry: bool = False, **extra) -> di
     return {**spec, **extra}
 
 
+def _ray_jobs(state):
+    """A Jobs API client with the stack's Ray token (the head runs with RAY_AUTH_MODE=token)."""
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(
+        state.ray_address, headers={"Authorization": f"Bearer {state.ray_token}"}
+    )
+
+
 @dataclass
 class Api:
     url: str
@@ -84,7 +93,9 @@ def stack(ray_env, tmp_path_factory):
 def _service(stack, root: Path, **settings) -> Component:
     tokens = [{"user": u, "role": r, "sha256": hash_token(t)} for u, (t, r) in TOKENS.items()]
     (root / "tokens.json").write_text(json.dumps(tokens))
-    env = service_env(root, stack.ray_address, stack.tracking_uri, root / "tokens.json")
+    env = service_env(
+        root, stack.ray_address, stack.tracking_uri, root / "tokens.json", stack.ray_token
+    )
     env.update({f"RNNTUNE_{k.upper()}": str(v) for k, v in settings.items()})
     proc = start_service(root / "logs", env)
     wait_ready(proc, "/healthz")
@@ -108,6 +119,10 @@ def test_up_prints_addresses_and_token(stack):
     assert state.token in out and state.url in out and state.tracking_uri in out
     ready = requests.get(f"{state.url}/readyz", timeout=30)
     assert ready.status_code == 200 and ready.json() == {"ready": True, "ray": "ok", "mlflow": "ok"}
+    # Ray's Jobs API itself only answers with the stack's Ray token (the service sends it).
+    anonymous = requests.get(f"{state.ray_address}/api/jobs/", timeout=30)
+    assert anonymous.status_code == 401
+    assert _ray_jobs(state).list_jobs() == []
 
 
 def test_submit_follow_runs_to_champion(stack, tmp_path):
@@ -173,8 +188,6 @@ def test_quotas_answer_403(api):
 
 def test_cancel_stops_the_ray_job_and_is_idempotent(api, stack):
     """Also: a second job while one is active is over the concurrent-jobs quota."""
-    from ray.job_submission import JobSubmissionClient
-
     job_id = api.call("POST", "/jobs", json=small_job("long", epochs=200)).json()["id"]
     api.wait(job_id, lambda j: j["status"] == "RUNNING")
     second = api.call("POST", "/jobs", json=small_job("second"))
@@ -182,7 +195,7 @@ def test_cancel_stops_the_ray_job_and_is_idempotent(api, stack):
     assert api.call("DELETE", f"/jobs/{job_id}").status_code == 200
     stopped = api.wait(job_id, lambda j: j["status"] not in ("PENDING", "RUNNING"), timeout=60)
     assert stopped["status"] == "STOPPED"
-    ray_status = JobSubmissionClient(stack[0].ray_address).get_job_status(job_id)
+    ray_status = _ray_jobs(stack[0]).get_job_status(job_id)
     assert str(ray_status.value) == "STOPPED"
     again = api.call("DELETE", f"/jobs/{job_id}")
     assert again.status_code == 200 and again.json()["status"] == "STOPPED"
@@ -255,9 +268,7 @@ MALFORMED: list[tuple[str, dict]] = [
 
 
 def test_malformed_specs_answer_422_and_submit_nothing(api, stack):
-    from ray.job_submission import JobSubmissionClient
-
-    ray_jobs = len(JobSubmissionClient(stack[0].ray_address).list_jobs())
+    ray_jobs = len(_ray_jobs(stack[0]).list_jobs())
     stored = api.call("GET", "/jobs", user="root").json()["total"]
     base = small_job("malformed")
     for field, patch in MALFORMED:
@@ -281,7 +292,7 @@ def test_malformed_specs_answer_422_and_submit_nothing(api, stack):
         "POST", "/jobs", data=b"x" * 300_000, headers={"Content-Type": "application/json"}
     )
     assert huge.status_code == 413
-    assert len(JobSubmissionClient(stack[0].ray_address).list_jobs()) == ray_jobs
+    assert len(_ray_jobs(stack[0]).list_jobs()) == ray_jobs
     assert api.call("GET", "/jobs", user="root").json()["total"] == stored
 
 

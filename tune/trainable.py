@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import ray
 import torch
 from ray import tune as ray_tune
 
@@ -33,6 +34,7 @@ REPORTED = (
 )
 CHECKPOINT_FILE = "model.ckpt"
 DIVERGED = "diverged"  # reported as 1.0 in the result of a trial whose loss became NaN/inf
+NODE_ID = "node_id"  # the Ray node the epoch ran on (a string; not logged to MLflow)
 
 
 class TuneReporter(pl.Callback):
@@ -52,9 +54,10 @@ class TuneReporter(pl.Callback):
         if metrics[DIVERGED] or not math.isfinite(metrics.get(self.metric, math.nan)):
             metrics = {k: (v if math.isfinite(v) else self.worst) for k, v in metrics.items()}
             metrics.setdefault(self.metric, self.worst)
+        result = {**metrics, NODE_ID: ray.get_runtime_context().get_node_id()}
         with tempfile.TemporaryDirectory() as tmp:
             trainer.save_checkpoint(os.path.join(tmp, CHECKPOINT_FILE))
-            ray_tune.report(metrics, checkpoint=ray_tune.Checkpoint.from_directory(tmp))
+            ray_tune.report(result, checkpoint=ray_tune.Checkpoint.from_directory(tmp))
 
 
 class _ApplyConfigLr(pl.Callback):

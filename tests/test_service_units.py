@@ -1,0 +1,78 @@
+"""The job service's parts without servers: tokens, settings, the job store, the fixed entrypoint."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from service.auth import DEV_TOKEN, AuthConfigError, TokenTable, hash_token, load_tokens
+from service.ray_jobs import entrypoint
+from service.settings import Settings
+from service.store import FAILED, RUNNING, SUCCEEDED, Job, JobStore
+
+
+def _entry(user: str, token: str, role: str = "user") -> dict:
+    return {"user": user, "role": role, "sha256": hash_token(token)}
+
+
+def test_tokens_are_matched_by_hash_to_user_and_role(tmp_path):
+    tokens_file = tmp_path / "tokens.yaml"
+    tokens_file.write_text(json.dumps([_entry("root", "s3cret-admin", "admin")]))
+    settings = Settings(tokens=json.dumps([_entry("alice", "s3cret-a")]), tokens_file=tokens_file)
+    table = TokenTable(load_tokens(settings))
+    assert table.principal("s3cret-a").user == "alice" and not table.principal("s3cret-a").is_admin
+    assert table.principal("s3cret-admin").is_admin
+    assert table.principal("s3cret") is None and table.principal(None) is None
+    assert "s3cret" not in tokens_file.read_text()  # only hashes are stored
+
+
+def test_refuses_to_start_without_tokens_or_with_the_dev_token():
+    with pytest.raises(AuthConfigError, match="none configured"):
+        load_tokens(Settings(dev_mode=False))
+    with pytest.raises(AuthConfigError, match="dev token"):
+        load_tokens(Settings(tokens=json.dumps([_entry("x", DEV_TOKEN)])))
+    with pytest.raises(AuthConfigError, match="tokens"):
+        load_tokens(Settings(tokens='[{"user": "x", "sha256": "not-a-hash"}]'))
+    dev = TokenTable(load_tokens(Settings(dev_mode=True)))
+    assert dev.principal(DEV_TOKEN).is_admin
+
+
+def test_refusal_reaches_the_app_factory(monkeypatch):
+    from service.app import create_app
+
+    monkeypatch.delenv("RNNTUNE_TOKENS", raising=False)
+    monkeypatch.delenv("RNNTUNE_DEV_MODE", raising=False)
+    with pytest.raises(AuthConfigError):
+        create_app(Settings())
+
+
+def test_settings_come_from_rnntune_environment(monkeypatch):
+    monkeypatch.setenv("RNNTUNE_MAX_CONCURRENT_JOBS", "7")
+    monkeypatch.setenv("RNNTUNE_RAY_ADDRESS", "http://head:8265")
+    s = Settings()
+    assert s.max_concurrent_jobs == 7 and s.ray_address == "http://head:8265"
+
+
+def test_entrypoint_is_fixed_and_quoted():
+    cmd = entrypoint("/opt/venv/bin/python", "job-1")
+    assert shlex.split(cmd) == ["/opt/venv/bin/python", "-m", "tune", "run", "job_spec.json"] + [
+        "--job-id",
+        "job-1",
+    ]
+    assert shlex.split(entrypoint("/p", "x; rm -rf /"))[-1] == "x; rm -rf /"  # one argument
+
+
+def test_job_store_persists_filters_and_pages(tmp_path):
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    store = JobStore(url)
+    for i, (owner, status) in enumerate([("a", RUNNING), ("a", SUCCEEDED), ("b", FAILED)]):
+        store.add(Job(id=f"j{i}", owner=owner, name="n", spec={}, status=status, trials={}))
+    store.close()
+    store = JobStore(url)  # a restarted service sees the same jobs
+    rows, total = store.list("a", None, limit=1, offset=0)
+    assert total == 2 and len(rows) == 1
+    assert [j.id for j in store.active()] == ["j0"]
+    assert store.list(None, FAILED, 10, 0)[1] == 1
+    assert store.update("j0", status=SUCCEEDED).status == SUCCEEDED and store.active() == []
