@@ -65,7 +65,7 @@ class RecurrentModel(mlflow.pyfunc.PythonModel):
         )
         return self
 
-    def _sequences(self, model_input: Any) -> torch.Tensor:
+    def _sequences(self, model_input: Any) -> list[np.ndarray]:
         x = np.asarray(
             model_input.values if isinstance(model_input, pd.DataFrame) else model_input,
             dtype=np.float32,
@@ -79,27 +79,50 @@ class RecurrentModel(mlflow.pyfunc.PythonModel):
             )
         if not np.isfinite(x).all():
             raise ValueError("inputs: contain NaN or infinite values")
+        return list(x)
+
+    def score(self, sequences: list[np.ndarray]) -> np.ndarray:
+        """Class probabilities (N, C) [per step: (N, T, C)] or regression values (N, K).
+
+        Sequences may differ in length: they are padded and packed, so padding never changes a
+        result. One forward pass for the whole list (what the server's request batching feeds).
+        """
         if self.permutation is not None:
-            x = x.reshape(len(x), -1)[:, self.permutation].reshape(-1, t, f)
-        return torch.from_numpy(np.ascontiguousarray(x))
+            sequences = [self._permuted(x) for x in sequences]
+        lengths = [len(x) for x in sequences]
+        t_max = max(lengths)
+        batch = np.zeros((len(sequences), t_max, sequences[0].shape[1]), dtype=np.float32)
+        for i, x in enumerate(sequences):
+            batch[i, : len(x)] = x  # (N, T_max, F), zero-padded
+        ragged = min(lengths) != t_max
+        with torch.no_grad():
+            out = self.net(torch.from_numpy(batch), torch.tensor(lengths) if ragged else None)
+        return out.numpy() if self.task == "regression" else out.softmax(-1).numpy()
+
+    def _permuted(self, x: np.ndarray) -> np.ndarray:
+        if x.size != len(self.permutation):
+            raise ValueError(f"inputs: a permuted-pixel model takes full {x.shape[1]}x28 images")
+        return x.reshape(-1)[self.permutation].reshape(x.shape)
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
         if self.task == "language_model":
-            return self._generate(model_input, {**LM_PARAMS, **(params or {})})
-        with torch.no_grad():
-            out = self.net(self._sequences(model_input))
+            return self.generate_text(model_input, {**LM_PARAMS, **(params or {})})
+        return self.frame(self.score(self._sequences(model_input)))
+
+    def frame(self, out: np.ndarray) -> pd.DataFrame:
+        """`score`'s output as the pyfunc's table: label + prob_i, or value (+ value_i)."""
         if self.task == "regression":
-            return pd.DataFrame(
-                out.numpy(), columns=[f"value_{i}" for i in range(out.shape[1])]
-            ).rename(columns={"value_0": "value"})
-        probs = out.softmax(-1).numpy()
-        if probs.ndim == 3:  # per-step classification (copy task)
-            return pd.DataFrame({"labels": list(probs.argmax(-1))})
-        frame = pd.DataFrame(probs, columns=[f"prob_{i}" for i in range(probs.shape[1])])
-        frame.insert(0, "label", probs.argmax(-1))
+            return pd.DataFrame(out, columns=[f"value_{i}" for i in range(out.shape[1])]).rename(
+                columns={"value_0": "value"}
+            )
+        if out.ndim == 3:  # per-step classification (copy task)
+            return pd.DataFrame({"labels": list(out.argmax(-1))})
+        frame = pd.DataFrame(out, columns=[f"prob_{i}" for i in range(out.shape[1])])
+        frame.insert(0, "label", out.argmax(-1))
         return frame
 
-    def _generate(self, model_input, params: dict[str, Any]) -> pd.DataFrame:
+    def generate_text(self, model_input, params: dict[str, Any]) -> pd.DataFrame:
+        """A `text` column: each prompt continued (params as in LM_PARAMS)."""
         if isinstance(model_input, pd.DataFrame):
             prompts = (
                 model_input["prompt"].astype(str).tolist()

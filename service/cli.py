@@ -139,6 +139,33 @@ def cmd_promote(tracking_uri: str | None, name: str, version: str, alias: str) -
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve a registered model with Ray Serve until interrupted."""
+    import os
+
+    from deploy.serve import ServeOptions, parse_uri, run
+
+    if not args.model_uri.startswith("models:/"):
+        raise ValueError(
+            f"model_uri: expected models:/NAME@ALIAS or models:/NAME/VERSION, got {args.model_uri}"
+        )
+    tracking = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or embedded_tracking()
+    name, alias = parse_uri(args.model_uri)
+    if name:  # fail here, in one line, rather than inside a replica
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking).get_model_version_by_alias(name, alias)
+    opts = ServeOptions(
+        model_uri=args.model_uri,
+        tracking_uri=tracking,
+        max_batch_size=args.max_batch_size,
+        batch_wait_timeout_s=args.batch_wait_ms / 1000,
+        poll_interval_s=args.poll_interval,
+    )
+    run(opts, args.host, args.port, args.replicas, args.max_replicas)
+    return 0
+
+
 def add_job_commands(sub) -> None:
     """`run SPEC [--job-id]` and `resume JOB [--storage]`: shared with `python -m tune`."""
     p = sub.add_parser("run", help="run a search job (embedded Ray, or the one in RAY_ADDRESS)")
@@ -173,6 +200,24 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("version")
             p.add_argument("--alias", default="champion")
     add_service_commands(sub)
+    p = sub.add_parser("serve", help="serve a registered model (Ray Serve)")
+    p.add_argument(
+        "model_uri", help="models:/NAME@ALIAS (follows the alias) or models:/NAME/VERSION"
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="default: MLFLOW_TRACKING_URI, else runs/tune/mlflow.db",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--replicas", type=int, default=1, help="replicas (the minimum when autoscaling)"
+    )
+    p.add_argument("--max-replicas", type=int, default=None, help="autoscale up to this many")
+    p.add_argument("--max-batch-size", type=int, default=64)
+    p.add_argument("--batch-wait-ms", type=float, default=5.0)
+    p.add_argument("--poll-interval", type=float, default=10.0, help="seconds between alias checks")
     return parser
 
 
@@ -235,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             return guarded(cmd_models, args.tracking_uri, args.name)
         case "promote":
             return guarded(cmd_promote, args.tracking_uri, args.name, args.version, args.alias)
+        case "serve":
+            return guarded(cmd_serve, args)
         case "up":
             return guarded(remote.cmd_up, args.num_cpus)
         case "down":

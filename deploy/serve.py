@@ -1,0 +1,283 @@
+"""`rnntune serve models:/NAME@ALIAS`: a registered model behind Ray Serve.
+
+`/predict` (our JSON), `/invocations` (MLflow's body formats), `/healthz`, `/metadata`. Requests
+are batched across callers (`serve.batch`: one forward pass for many requests), replicas scale on
+Ray, and a replica serving an alias polls the registry and swaps in a newly promoted version
+once it is loaded, so no request is dropped or sees a half-loaded model.
+"""
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+
+from deploy import inputs
+from deploy.inputs import BadInput, Limits, Prompts, Sequences
+
+log = logging.getLogger("rnntune.serve")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    model_uri: str
+    tracking_uri: str
+    max_batch_size: int = 64
+    batch_wait_timeout_s: float = 0.005
+    poll_interval_s: float = 10.0  # how often an alias is re-resolved
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_steps: int | None = None  # default: 4x the training sequence length
+
+
+class PredictBody(BaseModel):
+    """`sequences` for classifiers and regressors; `prompt` (+ sampling) for language models."""
+
+    model_config = ConfigDict(extra="forbid")
+    sequences: list[Any] | None = Field(
+        None, description="(N, T, F) steps, or N flattened sequences of T*F numbers"
+    )
+    prompt: str | list[str] | None = None
+    max_new_chars: int | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+
+
+@dataclass
+class Loaded:
+    """One loaded model version; replaced as a whole when the alias moves."""
+
+    model: Any  # deploy.pyfunc.RecurrentModel
+    version: str | None
+    limits: Limits
+    info: dict[str, Any]
+
+
+def parse_uri(uri: str) -> tuple[str | None, str | None]:
+    """`models:/NAME@ALIAS` -> (NAME, ALIAS); other URIs are served as they are (no following)."""
+    if uri.startswith("models:/") and "@" in uri:
+        name, alias = uri.removeprefix("models:/").split("@", 1)
+        return name, alias
+    return None, None
+
+
+def load(opts: ServeOptions, version: str | None = None) -> Loaded:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    name, alias = parse_uri(opts.model_uri)
+    client = MlflowClient(opts.tracking_uri)
+    uri, tags, signature = opts.model_uri, {}, None
+    if name:
+        mv = (
+            client.get_model_version(name, version)
+            if version
+            else client.get_model_version_by_alias(name, alias)
+        )
+        version, tags = str(mv.version), dict(mv.tags)
+        uri = f"models:/{name}/{version}"
+    mlflow.set_tracking_uri(opts.tracking_uri)
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    model = pyfunc.unwrap_python_model()
+    if pyfunc.metadata.signature is not None:
+        signature = pyfunc.metadata.signature.to_dict()
+    seq_len = int(model.data_info.get("seq_len") or 0)
+    limits = Limits(
+        input_size=int(model.data_info.get("input_size") or 0),
+        max_steps=opts.max_steps or max(4 * seq_len, 1),
+    )
+    info = {
+        "name": name,
+        "alias": alias,
+        "version": version,
+        "uri": opts.model_uri,
+        "task": model.task,
+        "metrics": tags,
+        "signature": signature,
+        "input_size": limits.input_size,
+        "max_steps": limits.max_steps,
+        "loaded_at": time.time(),
+    }
+    return Loaded(model, version, limits, info)
+
+
+app = FastAPI(title="rnntune model server", summary="A registered recurrent model, batched.")
+
+
+@app.exception_handler(BadInput)
+async def _bad_input(_: Request, e: BadInput):
+    return JSONResponse({"error": str(e)}, status_code=400)
+
+
+@app.exception_handler(RequestValidationError)
+async def _invalid(_: Request, e: RequestValidationError):
+    first = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid body"}
+    where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
+    msg = "unknown field" if first.get("type") == "extra_forbidden" else first["msg"]
+    if first.get("type") == "json_invalid":
+        where, msg = "body", "not valid JSON"
+    elif first.get("type") == "model_attributes_type" and where == "body":
+        msg = "expected a JSON object (send Content-Type: application/json)"
+    return JSONResponse({"error": f"{where}: {msg}"}, status_code=400)
+
+
+@app.middleware("http")
+async def _body_limit(request: Request, call_next):
+    limit = request.app.state.max_body_bytes if hasattr(request.app.state, "max_body_bytes") else 0
+    declared = request.headers.get("content-length")
+    if limit and declared and (not declared.isdigit() or int(declared) > limit):
+        return JSONResponse({"error": f"body: over {limit} bytes"}, status_code=413)
+    return await call_next(request)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=256)
+@serve.ingress(app)
+class ModelServer:
+    def __init__(self, options: dict) -> None:
+        import torch
+
+        torch.set_num_threads(1)  # one replica per CPU: scale out with replicas
+        self.opts = ServeOptions(**options)
+        self.current = load(self.opts)
+        app.state.max_body_bytes = self.opts.max_body_bytes
+        self._score.set_max_batch_size(self.opts.max_batch_size)
+        self._score.set_batch_wait_timeout_s(self.opts.batch_wait_timeout_s)
+        self.name, self.alias = parse_uri(self.opts.model_uri)
+        if self.name:
+            threading.Thread(target=self._follow_alias, daemon=True).start()
+
+    def _follow_alias(self) -> None:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.opts.tracking_uri)
+        while True:
+            time.sleep(self.opts.poll_interval_s)
+            try:
+                version = str(client.get_model_version_by_alias(self.name, self.alias).version)
+                if version != self.current.version:
+                    fresh = load(self.opts, version)  # fully loaded before it takes traffic
+                    self.current = fresh  # one reference swap: requests see old or new, whole
+                    log.info("%s@%s now serves version %s", self.name, self.alias, version)
+            except Exception as e:  # noqa: BLE001 - keep serving the loaded version
+                log.warning("alias check failed: %s", e)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    async def _score(self, requests: list[Sequences]) -> list[tuple[np.ndarray, str | None]]:
+        """Many requests' sequences in one forward pass, split back per request."""
+        loaded = self.current
+        flat = [x for r in requests for x in r.items]
+        out = loaded.model.score(flat)
+        results, start = [], 0
+        for r in requests:
+            results.append((out[start : start + len(r.items)], loaded.version))
+            start += len(r.items)
+        return results
+
+    async def _generate(self, p: Prompts) -> tuple[list[str], str | None]:
+        loaded = self.current
+        frame = await asyncio.to_thread(loaded.model.generate_text, p.texts, p.params)
+        return frame["text"].tolist(), loaded.version
+
+    @app.post("/predict")
+    async def predict(self, body: PredictBody) -> dict:
+        """Sequences -> labels and probabilities (or values); prompts -> generated text."""
+        loaded = self.current
+        if loaded.model.task == "language_model":
+            if body.prompt is None or body.sequences is not None:
+                raise BadInput("prompt: a language model takes `prompt` (not `sequences`)")
+            params = {k: getattr(body, k) for k in inputs.LM_PARAM_TYPES}
+            params = {k: v for k, v in params.items() if v is not None}
+            texts, version = await self._generate(
+                inputs.prompts(body.prompt, params, loaded.limits)
+            )
+            return {"texts": texts, "version": version}
+        if body.sequences is None or body.prompt is not None:
+            raise BadInput("sequences: this model takes `sequences` (not `prompt`)")
+        extra = [k for k in inputs.LM_PARAM_TYPES if getattr(body, k) is not None]
+        if extra:
+            raise BadInput(f"{extra[0]}: only language models take sampling parameters")
+        out, version = await self._score(inputs.sequences(body.sequences, loaded.limits))
+        if loaded.model.task == "regression":
+            return {"values": out.tolist(), "version": version}
+        return {
+            "labels": out.argmax(-1).tolist(),
+            "probabilities": out.tolist(),
+            "version": version,
+        }
+
+    @app.post("/invocations")
+    async def invocations(self, request: Request) -> dict:
+        """MLflow's scoring protocol: dataframe_split / dataframe_records / inputs / instances."""
+        try:
+            body = await request.json()
+        except ValueError:
+            raise BadInput("body: not valid JSON") from None
+        loaded = self.current
+        parsed = inputs.invocations(body, loaded.model.task == "language_model", loaded.limits)
+        if isinstance(parsed, Prompts):
+            texts, _ = await self._generate(parsed)
+            return {"predictions": [{"text": t} for t in texts]}
+        out, _ = await self._score(parsed)
+        records = json.loads(loaded.model.frame(out).to_json(orient="records"))
+        return {"predictions": records}
+
+    @app.get("/healthz")
+    def healthz(self) -> dict:
+        return {"status": "ok", "version": self.current.version}
+
+    @app.get("/metadata")
+    def metadata(self) -> dict:
+        """Name, version, alias, the version's metrics and tags, the signature, the input limits."""
+        return self.current.info
+
+
+def build(opts: ServeOptions, num_replicas: int | None, max_replicas: int | None):
+    """The Serve application: fixed replicas, or autoscaling between 1 and `max_replicas`."""
+    if max_replicas:
+        deployment = ModelServer.options(
+            num_replicas="auto",
+            autoscaling_config={
+                "min_replicas": num_replicas or 1,
+                "max_replicas": max_replicas,
+                "target_ongoing_requests": 16,
+            },
+        )
+    else:
+        deployment = ModelServer.options(num_replicas=num_replicas or 1)
+    return deployment.bind(asdict(opts))
+
+
+def run(
+    opts: ServeOptions, host: str, port: int, num_replicas: int | None, max_replicas: int | None
+):
+    """Serve until interrupted: on the Ray cluster in RAY_ADDRESS, else on an embedded one."""
+    import os
+    import signal
+
+    import ray
+
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+        else:
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build(opts, num_replicas, max_replicas), name="rnntune-model", route_prefix="/")
+    print(f"serving {opts.model_uri} at http://{host}:{port} (/predict, /invocations, /metadata)")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    if os.environ.get("RAY_ADDRESS"):
+        serve.delete("rnntune-model")  # leave the shared cluster as it was
+    ray.shutdown()  # an embedded Ray takes its Serve actors with it

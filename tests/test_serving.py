@@ -1,0 +1,287 @@
+"""Serving registered models: `mlflow models serve` (MLflow's own scoring server) and
+`rnntune serve` (Ray Serve: batching, alias following, 400s for bad input), over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+from sklearn.datasets import load_digits
+
+from tests.conftest import free_port, wait_http
+from tune.driver import run_job
+from tune.spec import parse_job_spec
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+CLASSIFIER, LANGUAGE_MODEL = "serve-digits", "serve-chars"
+
+
+def _register(mlflow_url: str, store: Path, name: str, data: dict, model: dict, epochs: int):
+    spec = parse_job_spec(
+        {
+            "name": name,
+            "data": data,
+            "model": model,
+            "optim": {"lr": 0.01, "batch_size": 64},
+            "search_space": {},
+            "search": {"num_samples": 1},
+            "scheduler": {"name": "fifo"},
+            "budget": {"max_epochs": epochs},
+            "storage": {"url": str(store)},
+            "tracking": {"uri": mlflow_url, "experiment": "serving-tests"},
+        }
+    )
+    return run_job(spec).registration
+
+
+@pytest.fixture(scope="module")
+def models(ray_local, mlflow_server, tmp_path_factory):
+    """Two versions of a digits classifier (v1 champion) and a character model."""
+    root = tmp_path_factory.mktemp("serving")
+    gru = {"cell_type": "gru", "hidden_size": 32}
+    v1 = _register(mlflow_server, root / "s", CLASSIFIER, {"name": "digits"}, gru, 3)
+    v2 = _register(mlflow_server, root / "s", CLASSIFIER, {"name": "digits"}, gru, 1)
+    MlflowClient(mlflow_server).set_registered_model_alias(CLASSIFIER, "champion", v1.version)
+    rng = random.Random(0)
+    words = "the cat sat on the mat and the dog ate the log".split()
+    text = root / "chars.txt"
+    text.write_text("\n".join(" ".join(rng.choice(words) for _ in range(6)) for _ in range(800)))
+    lm = _register(
+        mlflow_server,
+        root / "s",
+        LANGUAGE_MODEL,
+        {"name": "text", "url": str(text), "seq_len": 32},
+        {"cell_type": "lstm", "hidden_size": 32},
+        2,
+    )
+    return {"v1": v1, "v2": v2, "lm": lm}
+
+
+def _digits(n: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    d = load_digits()
+    return (d.images[-n:] / 16.0).astype(np.float32), d.target[-n:]  # rows as steps: (N, 8, 8)
+
+
+def _start(argv: list[str], env: dict, url: str, log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        argv,
+        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **env},
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_http(url, timeout=180, proc=proc)
+    except Exception:
+        _stop(proc)
+        raise RuntimeError(log.read_text()[-3000:]) from None
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def mlflow_scoring(models, mlflow_server, tmp_path_factory):
+    """`mlflow models serve` for the champion classifier and the character model."""
+    log = tmp_path_factory.mktemp("mlflow-serve")
+    procs, urls = [], {}
+    for name in (CLASSIFIER, LANGUAGE_MODEL):
+        port = free_port()
+        argv = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}@champion"]
+        argv += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+        urls[name] = f"http://127.0.0.1:{port}"
+        env = {"MLFLOW_TRACKING_URI": mlflow_server}
+        procs.append(_start(argv, env, f"{urls[name]}/ping", log / f"{name}.log"))
+    yield urls
+    for p in procs:
+        _stop(p)
+
+
+def _rnntune_serve(name: str, mlflow_url: str, logdir: Path):
+    port = free_port()
+    argv = [str(BIN / "rnntune"), "serve", f"models:/{name}@champion"]
+    argv += ["--tracking-uri", mlflow_url, "--port", str(port), "--poll-interval", "1"]
+    url = f"http://127.0.0.1:{port}"
+    env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+    return _start(argv, env, f"{url}/healthz", logdir / "serve.log"), url
+
+
+@pytest.fixture(scope="module")
+def ray_serve(models, mlflow_server, tmp_path_factory):
+    """`rnntune serve models:/serve-digits@champion`, polling the alias every second."""
+    proc, url = _rnntune_serve(CLASSIFIER, mlflow_server, tmp_path_factory.mktemp("ray-serve"))
+    yield url
+    _stop(proc)
+
+
+def test_rnntune_serve_generates_text(models, mlflow_server, tmp_path):
+    proc, url = _rnntune_serve(LANGUAGE_MODEL, mlflow_server, tmp_path)
+    try:
+        body = {"prompt": ["the cat ", "a dog "], "max_new_chars": 30, "temperature": 0.8}
+        r = requests.post(f"{url}/predict", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        assert len(r.json()["texts"]) == 2 and all(len(t) >= 30 for t in r.json()["texts"])
+        same = requests.post(f"{url}/predict", json=body, timeout=60).json()["texts"]
+        assert same == r.json()["texts"]  # seeded sampling is reproducible
+        r = requests.post(
+            f"{url}/invocations",
+            json={"inputs": {"prompt": ["the "]}, "params": {"max_new_chars": 5}},
+            timeout=60,
+        )
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 1
+        bad = requests.post(f"{url}/predict", json={"prompt": "x", "max_new_chars": -1}, timeout=60)
+        assert bad.status_code == 400 and "max_new_chars" in bad.json()["error"]
+        assert (
+            requests.post(f"{url}/predict", json={"sequences": [[[0.0]]]}, timeout=60).status_code
+            == 400
+        )
+    finally:
+        _stop(proc)
+
+
+def test_mlflow_models_serve_scores_classifier_bodies(mlflow_scoring, models):
+    x, y = _digits()
+    url = f"{mlflow_scoring[CLASSIFIER]}/invocations"
+    by_inputs = requests.post(url, json={"inputs": x.tolist()}, timeout=60)
+    assert by_inputs.status_code == 200, by_inputs.text
+    labels = np.array([p["label"] for p in by_inputs.json()["predictions"]])
+    assert (labels == y).mean() > 0.5
+    split = {"columns": ["sequence"], "data": [[row] for row in x.reshape(len(x), -1).tolist()]}
+    by_split = requests.post(url, json={"dataframe_split": split}, timeout=60).json()
+    assert [p["label"] for p in by_split["predictions"]] == labels.tolist()
+
+
+def test_mlflow_models_serve_generates_from_prompts(mlflow_scoring):
+    url = f"{mlflow_scoring[LANGUAGE_MODEL]}/invocations"
+    body = {
+        "dataframe_split": {"columns": ["prompt"], "data": [["the cat "], ["a dog "]]},
+        "params": {"max_new_chars": 25, "temperature": 0.0},
+    }
+    r = requests.post(url, json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    texts = [p["text"] for p in r.json()["predictions"]]
+    assert len(texts) == 2 and all(len(t) >= 25 for t in texts)
+
+
+def test_rnntune_serve_matches_mlflow_scoring(ray_serve, mlflow_scoring, models):
+    x, _ = _digits(16)
+    ours = requests.post(f"{ray_serve}/predict", json={"sequences": x.tolist()}, timeout=60)
+    assert ours.status_code == 200, ours.text
+    theirs = requests.post(
+        f"{mlflow_scoring[CLASSIFIER]}/invocations", json={"inputs": x.tolist()}, timeout=60
+    ).json()["predictions"]
+    assert ours.json()["labels"] == [p["label"] for p in theirs]
+    probs = np.array(ours.json()["probabilities"])
+    assert np.allclose(probs, [[p[f"prob_{i}"] for i in range(10)] for p in theirs], atol=1e-5)
+    flat = x.reshape(len(x), -1).tolist()
+    bodies = [
+        {"inputs": x.tolist()},
+        {"instances": x.tolist()},
+        {"dataframe_split": {"columns": ["sequence"], "data": [[r] for r in flat]}},
+        {"dataframe_records": [{"sequence": r} for r in flat]},
+    ]
+    for body in bodies:
+        r = requests.post(f"{ray_serve}/invocations", json=body, timeout=60)
+        assert r.status_code == 200, (body.keys(), r.text)
+        assert [p["label"] for p in r.json()["predictions"]] == ours.json()["labels"]
+    ragged = [x[0].tolist(), x[1][:5].tolist()]  # different lengths: packed, not padded
+    assert requests.post(f"{ray_serve}/predict", json={"sequences": ragged}, timeout=60).ok
+
+
+def test_rnntune_serve_health_and_metadata(ray_serve, models):
+    assert requests.get(f"{ray_serve}/healthz", timeout=30).json()["status"] == "ok"
+    meta = requests.get(f"{ray_serve}/metadata", timeout=30).json()
+    assert meta["name"] == CLASSIFIER and meta["alias"] == "champion"
+    assert meta["version"] == models["v1"].version and meta["task"] == "classification"
+    assert float(meta["metrics"]["test_acc"]) == pytest.approx(models["v1"].test_value, abs=1e-4)
+    assert meta["signature"]["inputs"] and meta["input_size"] == 8
+
+
+BAD_BODIES = [
+    ({"sequences": [[[1.0] * 7]]}, "expected shape"),  # wrong feature size
+    ({"sequences": [[[[1.0] * 8]]]}, "expected shape"),  # wrong rank
+    ({"sequences": [[[0.0] * 8] * 100]}, "at most"),  # too long
+    ({"sequences": []}, "non-empty"),
+    ({"sequences": [["a"] * 8]}, "numbers"),
+    ({"sequences": [[[0.0] * 8]], "extra": 1}, "unknown field"),
+    ({"prompt": "hi"}, "sequences"),
+    ({"sequences": [[[0.0] * 8]], "temperature": 0.5}, "language models"),
+    ({}, "sequences"),
+]
+
+
+def test_rnntune_serve_rejects_bad_input_with_400(ray_serve):
+    for body, reason in BAD_BODIES:
+        r = requests.post(f"{ray_serve}/predict", json=body, timeout=30)
+        assert r.status_code == 400 and reason in r.json()["error"], (body, r.text)
+    nan = b'{"sequences": [[[NaN, 0, 0, 0, 0, 0, 0, 0]]]}'
+    json_type = {"Content-Type": "application/json"}
+    r = requests.post(f"{ray_serve}/predict", data=nan, headers=json_type, timeout=30)
+    assert r.status_code == 400 and "NaN" in r.json()["error"]
+    for raw in (b"{not json", b"[1, 2", b'{"sequences": [[[0, 0, 0, 0, 0, 0, 0, 0]]]}'):
+        r = requests.post(f"{ray_serve}/predict", data=raw, timeout=30)  # no content type
+        assert r.status_code == 400 and "body" in r.json()["error"], r.text
+    invocations = [{"inputs": [[[0.0] * 8]], "params": {"a": 1}}, {"nope": 1}, [1, 2]]
+    for body in invocations:
+        r = requests.post(f"{ray_serve}/invocations", json=body, timeout=30)
+        assert r.status_code == 400, (body, r.text)
+    huge = requests.post(f"{ray_serve}/predict", data=b" " * (5 * 1024 * 1024), timeout=60)
+    assert huge.status_code == 413
+
+
+def test_promotion_under_load_drops_no_request(ray_serve, models, mlflow_server):
+    """Clients keep scoring while `champion` moves to v2: every request succeeds, and the
+    server switches to v2 without a restart."""
+    x, _ = _digits(4)
+    body = {"sequences": x.tolist()}
+    results: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with requests.Session() as s:
+            while not stop.is_set():
+                try:
+                    r = s.post(f"{ray_serve}/predict", json=body, timeout=30)
+                    results.append((r.status_code, r.json().get("version") if r.ok else None))
+                except requests.RequestException:
+                    results.append((0, None))
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    MlflowClient(mlflow_server).set_registered_model_alias(
+        CLASSIFIER, "champion", models["v2"].version
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and models["v2"].version not in {v for _, v in results[-50:]}:
+        time.sleep(0.5)
+    time.sleep(2)
+    stop.set()
+    for t in threads:
+        t.join()
+    statuses = [s for s, _ in results]
+    versions = [v for _, v in results]
+    assert len(results) > 50 and set(statuses) == {200}, statuses.count(200)
+    assert versions[0] == models["v1"].version and versions[-1] == models["v2"].version
+    meta = requests.get(f"{ray_serve}/metadata", timeout=30).json()
+    assert meta["version"] == models["v2"].version
