@@ -1,0 +1,32 @@
+"""Print the project's dependencies (and extras) from pyproject.toml, one per line, without torch.
+
+The Docker build installs torch from its own index first, then these pinned by constraints.txt,
+then the source: so the dependency layer is rebuilt only when pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import tomllib
+from pathlib import Path
+
+
+def requirements(pyproject: Path, extras: list[str]) -> list[str]:
+    project = tomllib.loads(pyproject.read_text())["project"]
+    deps = list(project["dependencies"])
+    for extra in extras:
+        deps += project["optional-dependencies"][extra]
+    return [d for d in deps if re.split(r"[\[<>=!~ ;]", d, maxsplit=1)[0] != "torch"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--extra", action="append", default=[])
+    parser.add_argument("--pyproject", default="pyproject.toml")
+    args = parser.parse_args()
+    print("\n".join(requirements(Path(args.pyproject), args.extra)))
+
+
+if __name__ == "__main__":
+    main()
