@@ -11,6 +11,7 @@ from service.auth import DEV_TOKEN, AuthConfigError, TokenTable, hash_token, loa
 from service.ray_jobs import entrypoint
 from service.settings import Settings
 from service.store import FAILED, RUNNING, SUCCEEDED, Job, JobStore
+from tests.conftest import ROOT
 
 
 def _entry(user: str, token: str, role: str = "user") -> dict:
@@ -76,3 +77,24 @@ def test_job_store_persists_filters_and_pages(tmp_path):
     assert [j.id for j in store.active()] == ["j0"]
     assert store.list(None, FAILED, 10, 0)[1] == 1
     assert store.update("j0", status=SUCCEEDED).status == SUCCEEDED and store.active() == []
+
+
+def test_cli_says_when_the_service_is_unreachable(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from service.stack import free_port
+
+    env = {**os.environ, "RNNTUNE_HOME": str(tmp_path)}
+    env |= {"RNNTUNE_URL": f"http://127.0.0.1:{free_port()}", "RNNTUNE_TOKEN": "t"}
+    rnntune = str(Path(sys.executable).parent / "rnntune")
+    for argv in (
+        ["status"],
+        ["cancel", "job-1"],
+        ["submit", str(ROOT / "examples" / "mnist1d.yaml")],
+    ):
+        run = subprocess.run([rnntune, *argv], env=env, capture_output=True, text=True)
+        assert run.returncode == 2 and "Traceback" not in run.stderr
+        assert "cannot reach the job service" in run.stderr, run.stderr
