@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import posixpath
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -70,7 +71,15 @@ class JobService:
         if "url" not in storage.model_fields_set:
             storage = storage.model_copy(update={"url": self.settings.storage_url})
         elif "://" not in storage.url and not storage.url.startswith("/"):
-            raise SpecInvalid([("storage.url", "submitted jobs need an absolute path or a URL")])
+            # Relative to the service's storage root: the job's working directory on the cluster
+            # is temporary, so a relative folder there would lose every checkpoint.
+            relative = posixpath.normpath(storage.url)
+            if relative.startswith(".."):
+                raise SpecInvalid(
+                    [("storage.url", "a relative path may not leave the storage root")]
+                )
+            root = self.settings.storage_url.rstrip("/")
+            storage = storage.model_copy(update={"url": f"{root}/{relative}"})
         if tracking.uri is None:
             tracking = tracking.model_copy(update={"uri": self.settings.tracking_uri})
         return spec.model_copy(update={"storage": storage, "tracking": tracking})

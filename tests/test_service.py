@@ -162,7 +162,8 @@ def test_auth_and_ownership(api):
         api.call("GET", "/jobs", headers={"Authorization": "Bearer nope"}, user=None).status_code
         == 401
     )
-    created = api.call("POST", "/jobs", json=small_job("owned", epochs=1))
+    relative = {"storage": {"url": "runs/tune"}}  # resolved under the service's storage root
+    created = api.call("POST", "/jobs", json=small_job("owned", epochs=1, **relative))
     assert created.status_code == 201, created.text
     job_id = created.json()["id"]
     assert api.call("GET", f"/jobs/{job_id}", user="bob").status_code == 404
@@ -260,7 +261,8 @@ MALFORMED: list[tuple[str, dict]] = [
     ("resources.cpus", {"resources": {"cpus": 0}}),
     ("resources.gpus", {"resources": {"gpus": -1}}),
     ("resources.workers", {"resources": {"workers": 0}}),
-    ("storage.url", {"storage": {"url": "relative/dir"}}),
+    ("storage.max_failures", {"storage": {"max_failures": -1}}),
+    ("storage.url", {"storage": {"url": "../outside"}}),
     ("storage.keep_checkpoints", {"storage": {"keep_checkpoints": 0}}),
     ("name", {"name": "bad name!"}),
     ("registry.enabled", {"registry": {"enabled": "sometimes"}}),
