@@ -1,7 +1,8 @@
 """What every recurrent task shares: optimizer, clipping with statistics, divergence guard, epoch metrics.
 
 Subclasses implement `batch_loss(batch) -> (loss, sums)` where `sums` are per-batch totals
-(`{"loss": summed loss, "correct": ..., "count": ...}`) so epoch metrics are exact averages.
+(`{"loss": summed loss, "correct": ..., "count": ...}`) so epoch metrics are exact averages; under
+data-parallel training the totals are summed across ranks first, so they are global ones.
 """
 
 from __future__ import annotations
@@ -59,8 +60,21 @@ class RecurrentTask(pl.LightningModule):
             acc[k] = acc[k] + v if k in acc else v
 
     def _collect(self, stage: str) -> dict[str, float]:
-        sums = {k: float(v) for k, v in self._sums.pop(stage, {}).items()}
+        totals = self._sums.pop(stage, {})
+        if totals and self._world_size() > 1:
+            totals = self._sum_across_ranks(totals)
+        sums = {k: float(v) for k, v in totals.items()}
         return self.epoch_metrics(stage, sums) if sums.get("count") else {}
+
+    def _world_size(self) -> int:
+        """Data-parallel processes training this module (1 outside a Trainer, e.g. `evaluate`)."""
+        return self._trainer.world_size if self._trainer is not None else 1
+
+    def _sum_across_ranks(self, totals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        keys = sorted(totals)  # the same order on every rank: one all-reduce for all totals
+        stacked = torch.stack([totals[k].double() for k in keys])
+        summed = self.trainer.strategy.reduce(stacked, reduce_op="sum")
+        return dict(zip(keys, summed, strict=True))
 
     # -- Lightning hooks ----------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -71,7 +85,12 @@ class RecurrentTask(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int):
         loss, sums = self.batch_loss(batch, "train")
-        if not torch.isfinite(loss):
+        finite = torch.isfinite(loss)
+        if self._world_size() > 1:
+            # All ranks must skip the step together, or the others block in the gradient
+            # all-reduce waiting for the rank that skipped.
+            finite = self.trainer.strategy.reduce_boolean_decision(bool(finite), all=True)
+        if not finite:
             # A NaN/inf loss: end the run as diverged instead of stepping on garbage.
             self.diverged = True
             self.trainer.should_stop = True
@@ -111,8 +130,12 @@ class RecurrentTask(pl.LightningModule):
         logs[M.EPOCH_TIME_S] = time.perf_counter() - self._epoch_start
         if self.diverged:
             logs = {k: (math.nan if k.startswith("val_") else v) for k, v in logs.items()}
+        # The metrics are global already (totals summed across ranks); sync_dist says so to
+        # Lightning and averages what differs per rank (epoch_time_s).
+        sync = self._world_size() > 1
         for key, value in logs.items():
-            self.log(key, value, prog_bar=key in (M.TRAIN_LOSS, M.VAL_LOSS, self.monitor))
+            prog_bar = key in (M.TRAIN_LOSS, M.VAL_LOSS, self.monitor)
+            self.log(key, value, prog_bar=prog_bar, sync_dist=sync)
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self._collect("test"))

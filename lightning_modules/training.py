@@ -1,6 +1,7 @@
 """One training run from a `TrainSpec`: data, model, Lightning Trainer, test on the best checkpoint.
 
 Tune trials call `train` too, adding their report callback; `rnntune train` calls it directly.
+Multi-worker trials pass a data-parallel `strategy` and `plugins` (Ray's DDP for Lightning).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.strategies import Strategy
 
 from lightning_modules import metrics as M
 from lightning_modules.base import RecurrentTask
@@ -107,13 +110,18 @@ def build_trainer(
     logger=True,
     enable_progress_bar: bool = True,
     enable_checkpointing: bool = True,
+    strategy: Strategy | str = "auto",
+    plugins: list | None = None,
 ) -> pl.Trainer:
+    """One process on one device, unless `strategy` spreads the run (then its environment does)."""
     t = spec.trainer
     return pl.Trainer(
         max_epochs=t.max_epochs,
         max_time=timedelta(seconds=t.max_time_s) if t.max_time_s else None,
         accelerator=t.accelerator,
-        devices=1,
+        devices=1 if strategy == "auto" else "auto",
+        strategy=strategy,
+        plugins=plugins,
         precision=t.precision,
         logger=pl.loggers.CSVLogger(str(output_dir), name="logs", version="")
         if logger is True
@@ -137,11 +145,15 @@ def train(
     run_test: bool = True,
     ckpt_path: str | None = None,
     save_checkpoints: bool = True,
+    strategy: Strategy | str = "auto",
+    plugins: list | None = None,
+    prepare: Callable[[pl.Trainer], pl.Trainer] | None = None,
 ) -> TrainResult:
     """Train, keep the best checkpoint by the task's validation metric, test it, save everything.
 
     `ckpt_path` resumes from a Lightning checkpoint; `save_checkpoints=False` leaves keeping
     checkpoints to the caller's callbacks (Tune), and skips the test and diagnostics.
+    `strategy`/`plugins` go to the Lightning Trainer, which `prepare` may then adjust.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -165,7 +177,11 @@ def train(
         cbs.append(
             EarlyStopping(monitor=monitor, mode=mode, patience=t.patience, check_finite=True)
         )
-    trainer = build_trainer(spec, out, cbs, logger, enable_progress_bar, save_checkpoints)
+    trainer = build_trainer(
+        spec, out, cbs, logger, enable_progress_bar, save_checkpoints, strategy, plugins
+    )
+    if prepare is not None:
+        trainer = prepare(trainer)
 
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)  # ckpt_path: resume a run

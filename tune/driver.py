@@ -7,6 +7,7 @@ service submits) connects to the cluster in `RAY_ADDRESS`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -22,9 +23,17 @@ from tune import report, schedulers
 from tune.registry import Registration, register_best
 from tune.spec import JobSpec, new_job_id, parse_job_spec
 from tune.tracking import MlflowTrialLogger, existing_trial_runs, open_parent_run, setup_tracking
-from tune.trainable import CHECKPOINT_FILE, REPORTED, run_trial
+from tune.trainable import (
+    CHECKPOINT_FILE,
+    REPORTED,
+    TRAIN_PLACEMENT_GROUP,
+    TRAIN_RUN_PREFIX,
+    run_ddp_trial,
+    run_trial,
+)
 
 SPEC_FILE = "job_spec.json"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -78,10 +87,64 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     )
 
 
+class ReleaseTrainRuns(ray_tune.Callback):
+    """Frees what a multi-worker trial's Train run leaves behind when Tune stops the trial.
+
+    Tune stops a trial (ASHA, PBT exploit) by ending its actor, which takes the Train controller
+    and workers with it but not their placement group, and not the run's folder. Ray Train's own
+    cleaner finds dead controllers through the dashboard's state API, which an embedded Ray has
+    not: the group would keep the workers' CPUs/GPUs and later trials would wait forever.
+    """
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self._release(trial, folders=False)  # a restart: the last run's group, if still there
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._release(trial, folders=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._release(trial, folders=True)
+
+    def _release(self, trial, folders: bool) -> None:
+        try:  # best effort: an exception in a callback would end the whole search
+            self._remove_placement_group(trial)
+            if folders:
+                self._remove_run_folders(trial)
+        except Exception as e:  # noqa: BLE001
+            logger.warning("could not release trial %s's Train run: %s", trial.trial_id, e)
+
+    @staticmethod
+    def _remove_placement_group(trial) -> None:
+        from ray._raylet import PlacementGroupID
+        from ray.util.placement_group import PlacementGroup
+
+        group_id = (trial.last_result or {}).get(TRAIN_PLACEMENT_GROUP)
+        if not group_id:
+            return
+        group = PlacementGroup(PlacementGroupID(bytes.fromhex(group_id)))
+        if ray.util.placement_group_table(group).get("state") not in (None, "REMOVED"):
+            ray.util.remove_placement_group(group)
+
+    @staticmethod
+    def _remove_run_folders(trial) -> None:
+        storage = trial.storage
+        fs = storage.storage_filesystem
+        selector = pyarrow.fs.FileSelector(storage.trial_fs_path, allow_not_found=True)
+        for info in fs.get_file_info(selector):
+            if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith(
+                TRAIN_RUN_PREFIX
+            ):
+                fs.delete_dir(info.path)
+
+
 def _tuner(spec: JobSpec, job_id: str, storage: Storage, callback: MlflowTrialLogger, resume: bool):
+    callbacks: list[ray_tune.Callback] = [callback]
+    if spec.resources.workers > 1:
+        callbacks.append(ReleaseTrainRuns())
+    fn = run_ddp_trial if spec.resources.workers > 1 else run_trial
     trainable = ray_tune.with_resources(
-        ray_tune.with_parameters(run_trial, job=spec.model_dump(mode="json")),
-        {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
+        ray_tune.with_parameters(fn, job=spec.model_dump(mode="json")),
+        schedulers.trial_resources(spec),
     )
     if resume:
         path = f"{storage.path}/{job_id}"
@@ -93,7 +156,7 @@ def _tuner(spec: JobSpec, job_id: str, storage: Storage, callback: MlflowTrialLo
             storage_filesystem=storage.filesystem,
         )
         # The restored run config carries a pickled callback; use the one rebuilt from MLflow.
-        tuner._local_tuner.get_run_config().callbacks = [callback]
+        tuner._local_tuner.get_run_config().callbacks = callbacks
         return tuner
     metric, mode = spec.monitor
     space = (
@@ -108,10 +171,15 @@ def _tuner(spec: JobSpec, job_id: str, storage: Storage, callback: MlflowTrialLo
             metric=metric,
             mode=mode,
             scheduler=schedulers.scheduler(spec),
-            search_alg=schedulers.search_algorithm(spec),
+            # Tune's max_concurrent_trials ignores a BasicVariantGenerator: the searcher limits.
+            search_alg=schedulers.search_algorithm(
+                spec, schedulers.concurrency_limit(spec, ray.cluster_resources())
+            ),
             num_samples=spec.search.num_samples,
             time_budget_s=spec.budget.time_budget_s,
-            reuse_actors=True,  # a new trial skips the worker start and torch/Lightning imports
+            # A new trial skips the worker start and torch/Lightning imports. Not for multi-worker
+            # trials: a stopped one is still in `fit()`, and only ending its actor ends the run.
+            reuse_actors=spec.resources.workers == 1,
         ),
         run_config=ray_tune.RunConfig(
             name=job_id,
@@ -119,7 +187,7 @@ def _tuner(spec: JobSpec, job_id: str, storage: Storage, callback: MlflowTrialLo
             storage_filesystem=storage.filesystem,
             checkpoint_config=_checkpoint_config(spec),
             failure_config=ray_tune.FailureConfig(max_failures=spec.storage.max_failures),
-            callbacks=[callback],  # Tune's own console table shows trials, params and metrics
+            callbacks=callbacks,  # Tune's own console table shows trials, params and metrics
             verbose=1,
         ),
     )

@@ -1,7 +1,9 @@
-"""Translate the job spec into Ray Tune objects: param space, trial scheduler, search algorithm."""
+"""Translate the job spec into Ray Tune objects: param space, trial scheduler, search algorithm,
+and the resources and concurrency of trials."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ray import tune as ray_tune
@@ -81,8 +83,9 @@ def scheduler(spec: JobSpec) -> TrialScheduler:
     return FIFOScheduler()
 
 
-def search_algorithm(spec: JobSpec) -> Searcher | BasicVariantGenerator:
-    limit = spec.search.max_concurrent
+def search_algorithm(spec: JobSpec, limit: int | None = None) -> Searcher | BasicVariantGenerator:
+    """`limit`: trials at once (`concurrency_limit`); default `search.max_concurrent`."""
+    limit = limit or spec.search.max_concurrent
     if spec.search.algorithm == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
@@ -101,3 +104,32 @@ def pbt_initial_space(spec: JobSpec) -> dict[str, Any]:
             value = getattr(base.optim, key, None) if key != "dropout" else base.model.dropout
             space[key] = value if value is not None else 1.0
     return space
+
+
+def trial_resources(spec: JobSpec) -> dict[str, float]:
+    """What Tune reserves per trial.
+
+    A multi-worker trial's function only drives a Ray Train run, whose workers reserve the CPUs
+    and GPUs themselves (in their own placement group); it asks for a byte of memory because Tune
+    needs some resource, and any CPU it held could keep the workers off a node they fill exactly.
+    """
+    r = spec.resources
+    if r.workers > 1:
+        return {"cpu": 0, "gpu": 0, "memory": 1}
+    return {"cpu": r.cpus, "gpu": r.gpus}
+
+
+def concurrency_limit(spec: JobSpec, cluster: Mapping[str, float]) -> int | None:
+    """Trials at once: `search.max_concurrent`; unset, for multi-worker trials as many as the
+    cluster fits whole (at least one).
+
+    Their functions reserve nearly nothing, so Tune alone would start every trial at once and
+    each Train run would wait for (and hold part of) the workers' resources.
+    """
+    r = spec.resources
+    if r.workers == 1 or spec.search.max_concurrent is not None:
+        return spec.search.max_concurrent
+    fits = [cluster.get("CPU", 0.0) // (r.workers * r.cpus)]
+    if r.gpus > 0:
+        fits.append(cluster.get("GPU", 0.0) // (r.workers * r.gpus))
+    return max(1, int(min(fits)))

@@ -109,8 +109,10 @@ class ResourcesConfig(_Strict):
     cpus: float = Field(1.0, gt=0)
     gpus: float = Field(0.0, ge=0)
     """Per trial; fractions share a GPU between trials."""
-    workers: int = Field(1, ge=1, le=1)
-    """Data-parallel workers per trial (multi-worker DDP trials are not available yet)."""
+    workers: int = Field(1, ge=1, le=256)
+    """Data-parallel (DDP) workers per trial, each with `cpus` and `gpus`: above 1 a trial is a
+    Ray Train run whose workers each train on a shard of the data (batch_size is per worker).
+    Without search.max_concurrent, as many trials run at once as the cluster fits whole."""
     driver_cpus: float = Field(0.0, ge=0)
     driver_gpus: float = Field(0.0, ge=0)
     """Reserved for the job's driver (`python -m tune run`) when the service submits it to Ray."""

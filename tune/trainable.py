@@ -3,6 +3,10 @@
 Every epoch the trial reports our metric names and a checkpoint, so ASHA/HyperBand/median can
 stop it and PBT can exploit it; a restarted trial (retry, PBT exploit, resumed job) continues
 from `ray.tune.get_checkpoint()`.
+
+With `resources.workers > 1` the trial function (`run_ddp_trial`) drives a Ray Train run instead:
+`workers` DDP processes train the same way, report every epoch to Train, and the trial function
+re-reports each report to Tune, whose checkpoints and schedulers then work as for one worker.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +23,10 @@ import pytorch_lightning as pl
 import ray
 import torch
 from ray import tune as ray_tune
+from ray.train.v2.api.callback import UserCallback
 
 from lightning_modules import metrics as M
+from lightning_modules.config import TrainSpec
 from lightning_modules.training import train
 from tune.spec import JobSpec
 
@@ -35,6 +43,9 @@ REPORTED = (
 CHECKPOINT_FILE = "model.ckpt"
 DIVERGED = "diverged"  # reported as 1.0 in the result of a trial whose loss became NaN/inf
 NODE_ID = "node_id"  # the Ray node the epoch ran on (a string; not logged to MLflow)
+WORLD_SIZE = "world_size"  # DDP processes that trained the epoch (multi-worker trials only)
+TRAIN_PLACEMENT_GROUP = "train_placement_group"  # the workers' placement group (hex id), ditto
+TRAIN_RUN_PREFIX = "ddp-"  # a multi-worker trial's Train runs: folders in its trial folder
 
 
 class TuneReporter(pl.Callback):
@@ -54,10 +65,30 @@ class TuneReporter(pl.Callback):
         if metrics[DIVERGED] or not math.isfinite(metrics.get(self.metric, math.nan)):
             metrics = {k: (v if math.isfinite(v) else self.worst) for k, v in metrics.items()}
             metrics.setdefault(self.metric, self.worst)
-        result = {**metrics, NODE_ID: ray.get_runtime_context().get_node_id()}
+        self.report(trainer, {**metrics, NODE_ID: ray.get_runtime_context().get_node_id()})
+
+    def report(self, trainer: pl.Trainer, result: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             trainer.save_checkpoint(os.path.join(tmp, CHECKPOINT_FILE))
             ray_tune.report(result, checkpoint=ray_tune.Checkpoint.from_directory(tmp))
+
+
+class TrainWorkerReporter(TuneReporter):
+    """The same report from a DDP rank, to Ray Train: every rank reports, rank 0 the checkpoint."""
+
+    def report(self, trainer: pl.Trainer, result: dict[str, Any]) -> None:
+        group = ray.util.get_current_placement_group()
+        result = {
+            **result,
+            WORLD_SIZE: trainer.world_size,
+            TRAIN_PLACEMENT_GROUP: group.id.hex() if group is not None else "",
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            # Every rank calls it (it ends in a barrier); only rank 0 writes the file.
+            trainer.save_checkpoint(os.path.join(tmp, CHECKPOINT_FILE))
+            ckpt = ray.train.Checkpoint.from_directory(tmp) if trainer.is_global_zero else None
+            # A barrier too: Ray Train needs every rank to report every epoch.
+            ray.train.report(result, checkpoint=ckpt)
 
 
 class _ApplyConfigLr(pl.Callback):
@@ -72,15 +103,21 @@ class _ApplyConfigLr(pl.Callback):
                 group["lr"] = self.lr
 
 
-def run_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
-    """Tune function trainable. `job` is the JobSpec as JSON-able data (via `with_parameters`)."""
-    spec = JobSpec.model_validate(job)
-    trial = spec.trial_spec(config)  # typed from here on
+def _trial_train_spec(spec: JobSpec, config: dict[str, Any]) -> TrainSpec:
+    """The trial's TrainSpec on this process: `resources.cpus` torch threads, the GPU if any."""
+    trial = spec.trial_spec(config)
     cpus = max(1, int(spec.resources.cpus))
     torch.set_num_threads(cpus)
     trial = trial.with_params({"threads": cpus})
     if spec.resources.gpus > 0:
         trial = trial.with_params({"accelerator": "gpu"})
+    return trial
+
+
+def run_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
+    """Tune function trainable. `job` is the JobSpec as JSON-able data (via `with_parameters`)."""
+    spec = JobSpec.model_validate(job)
+    trial = _trial_train_spec(spec, config)  # typed from here on
     metric, mode = spec.monitor
     callbacks: list[pl.Callback] = [TuneReporter(metric, mode)]
     ckpt_path = None
@@ -100,3 +137,125 @@ def run_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
         ckpt_path=ckpt_path,
         save_checkpoints=False,  # Tune keeps the checkpoints, on the job's storage
     )
+
+
+def _ddp_worker(loop_config: dict[str, Any]) -> None:
+    """One DDP rank (a Ray Train worker): `run_trial`'s training with Lightning's DDP for Ray."""
+    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
+
+    spec = JobSpec.model_validate(loop_config["job"])
+    trial = _trial_train_spec(spec, loop_config["config"])
+    metric, mode = spec.monitor
+    callbacks: list[pl.Callback] = [TrainWorkerReporter(metric, mode)]
+    resume: ray_tune.Checkpoint | None = loop_config["resume"]
+    with tempfile.TemporaryDirectory(prefix="rnntune-ddp-") as tmp:
+        ckpt_path = None
+        if resume is not None:  # every rank loads it; DDP then starts from identical weights
+            ckpt_path = str(
+                Path(resume.to_directory(os.path.join(tmp, "resume"))) / CHECKPOINT_FILE
+            )
+            callbacks.append(_ApplyConfigLr(trial.optim.lr))
+        train(
+            trial,
+            Path(tmp) / "lightning",
+            callbacks=callbacks,
+            logger=False,
+            enable_progress_bar=False,
+            run_test=False,
+            ckpt_path=ckpt_path,
+            save_checkpoints=False,
+            # Validation shards may differ by a batch between ranks, so the DDP forward must not
+            # broadcast buffers (a collective) on every call; our networks have none anyway.
+            strategy=RayDDPStrategy(broadcast_buffers=False),
+            plugins=[RayLightningEnvironment()],
+            prepare=prepare_trainer,
+        )
+
+
+class _ForwardToTrial(UserCallback):
+    """Runs in the Ray Train controller: hands each report to the trial function's relay.
+
+    `ray.tune.integration.ray_train.TuneReportCallback` forwards only metrics (with the
+    checkpoint's path as one), so Tune would keep no checkpoints: no best-checkpoint
+    registration, no PBT exploit, no resume of the trial. This passes the checkpoint itself.
+    """
+
+    def __init__(self, queue) -> None:
+        self.queue = queue
+
+    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
+        self.queue.put((metrics[0], checkpoint))  # rank 0's metrics (all ranks' are global)
+
+
+def _relay_to_tune(queue, fitted: threading.Event, errors: list[BaseException]) -> None:
+    """Re-reports each Train report to Tune, which copies the checkpoint into the trial's own."""
+    from ray.util.queue import Empty
+
+    while True:
+        try:
+            metrics, checkpoint = queue.get(timeout=0.5)
+        except Empty:
+            if fitted.is_set():
+                return
+            continue
+        if errors:  # keep draining, so the controller never blocks on a full queue
+            continue
+        try:
+            if checkpoint is None:
+                ray_tune.report(metrics)
+                continue
+            tune_ckpt = ray_tune.Checkpoint(checkpoint.path, checkpoint.filesystem)
+            ray_tune.report(metrics, checkpoint=tune_ckpt)
+            checkpoint.filesystem.delete_dir(checkpoint.path)  # Tune has its copy now
+        except Exception as e:  # noqa: BLE001 - raised by the trial function after the run
+            errors.append(e)
+
+
+def run_ddp_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
+    """Tune function trainable for `resources.workers > 1`: one Ray Train run of DDP workers.
+
+    The run's reports reach Tune through `_relay_to_tune` on a thread of this trial: when Tune
+    stops the trial (ASHA, PBT exploit) that thread exits, this one stays in `fit()`, and Tune
+    ends the trial's actor, which takes the Train controller and its workers with it (the
+    driver's `ReleaseTrainRuns` then frees their placement group).
+    """
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.util.queue import Queue
+
+    spec = JobSpec.model_validate(job)
+    res = spec.resources
+    per_worker = {"CPU": res.cpus, **({"GPU": res.gpus} if res.gpus > 0 else {})}
+    storage = ray_tune.get_context().get_storage()
+    run_name = f"{TRAIN_RUN_PREFIX}{uuid.uuid4().hex[:8]}"  # a new run: Train won't resume one
+    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    trainer = TorchTrainer(
+        _ddp_worker,
+        # Tune's checkpoint (retry, PBT exploit, resumed job) is where every rank starts from.
+        train_loop_config={"job": job, "config": config, "resume": ray_tune.get_checkpoint()},
+        scaling_config=ScalingConfig(
+            num_workers=res.workers, use_gpu=res.gpus > 0, resources_per_worker=per_worker
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage.trial_fs_path,
+            storage_filesystem=storage.storage_filesystem,
+            failure_config=FailureConfig(max_failures=0),  # Tune retries the trial instead
+            callbacks=[_ForwardToTrial(queue)],
+        ),
+    )
+    fitted, errors = threading.Event(), []
+    relay = threading.Thread(target=_relay_to_tune, args=(queue, fitted, errors), daemon=True)
+    relay.start()
+    try:
+        trainer.fit()
+    finally:
+        fitted.set()
+    relay.join()
+    queue.shutdown()
+    if errors:
+        raise errors[0]
+    try:  # the run's checkpoints were moved to Tune; what is left is Train's bookkeeping
+        storage.storage_filesystem.delete_dir(f"{storage.trial_fs_path}/{run_name}")
+    except OSError:
+        pass

@@ -1,7 +1,8 @@
 """In-memory sequence datasets and a batch loader that slices tensors (no per-item collation).
 
 All our datasets fit in memory, so a DataLoader's per-example indexing and collation would be
-pure overhead; `TensorBatches` yields one index operation per batch instead.
+pure overhead; `TensorBatches` yields one index operation per batch instead. Lightning only adds
+a DistributedSampler to DataLoaders, so under DDP the loaders shard by rank themselves.
 """
 
 from __future__ import annotations
@@ -50,25 +51,62 @@ class SequenceData:
 
 
 class TensorBatches:
-    """Iterates (x, lengths, y) mini-batches of a `Split`; reshuffled every epoch when asked."""
+    """Iterates (x, lengths, y) mini-batches of a `Split`; reshuffled every epoch when asked.
 
-    def __init__(self, split: Split, batch_size: int, shuffle: bool, seed: int = 0) -> None:
+    With `world > 1` it yields only rank `rank`'s shard of each epoch's order (every rank draws
+    the same permutation from the shared seed, so the shards are disjoint). `equal_shards` pads
+    the order by repeating its first examples, as DistributedSampler does, so that every rank
+    takes the same number of steps (DDP's gradient all-reduce needs that); without it each
+    example is seen exactly once, for exact evaluation.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        equal_shards: bool = False,
+    ) -> None:
         self.split = split
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)
+        # A split smaller than the world is not sharded: an empty rank would miss the epoch-end
+        # all-reduce. Ratio metrics are unchanged when every rank sees everything.
+        self.rank, self.world = (rank, world) if world <= len(split) else (0, 1)
+        self.equal_shards = equal_shards
+
+    def _shard_size(self) -> int:
+        n = len(self.split)
+        if self.equal_shards:
+            return -(-n // self.world)
+        return len(range(self.rank, n, self.world))
 
     def __len__(self) -> int:
-        return -(-len(self.split) // self.batch_size)
+        return -(-self._shard_size() // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
         n = len(self.split)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        if self.world > 1:
+            if self.equal_shards:
+                order = order.repeat(-(-self._shard_size() * self.world // n))
+                order = order[: self._shard_size() * self.world]
+            order = order[self.rank :: self.world]
         s = self.split
-        for start in range(0, n, self.batch_size):
+        for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             lengths = s.lengths[idx] if s.lengths is not None else None
             yield s.x[idx], lengths, s.y[idx]
+
+
+def data_parallel_rank(dm: pl.LightningDataModule) -> tuple[int, int]:
+    """(rank, world size) of the Trainer the datamodule serves; (0, 1) outside one."""
+    trainer = dm.trainer
+    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
 
 class SequenceDataModule(pl.LightningDataModule):
@@ -81,13 +119,20 @@ class SequenceDataModule(pl.LightningDataModule):
         self.seed = seed
 
     def train_dataloader(self):
-        return TensorBatches(self.data.train, self.batch_size, shuffle=True, seed=self.seed)
+        rank, world = data_parallel_rank(self)
+        return TensorBatches(
+            self.data.train, self.batch_size, True, self.seed, rank, world, equal_shards=True
+        )
 
     def val_dataloader(self):
-        return TensorBatches(self.data.val, max(self.batch_size, 256), shuffle=False)
+        return self._eval_batches(self.data.val)
 
     def test_dataloader(self):
-        return TensorBatches(self.data.test, max(self.batch_size, 256), shuffle=False)
+        return self._eval_batches(self.data.test)
+
+    def _eval_batches(self, split: Split) -> TensorBatches:
+        rank, world = data_parallel_rank(self)
+        return TensorBatches(split, max(self.batch_size, 256), False, rank=rank, world=world)
 
 
 def split_train_val(

@@ -14,7 +14,12 @@ import fsspec
 import torch
 
 from lightning_modules.config import TextData
-from lightning_modules.data.base import SequenceData, SequenceDataModule, Split
+from lightning_modules.data.base import (
+    SequenceData,
+    SequenceDataModule,
+    Split,
+    data_parallel_rank,
+)
 
 UNKNOWN = "\ufffd"
 VAL_START, TEST_START = 0.90, 0.95  # last 10% held out: 5% validation, 5% test
@@ -87,10 +92,19 @@ class ContiguousWindows:
 
 class TextDataModule(SequenceDataModule):
     def train_dataloader(self):
-        return ContiguousWindows(self.data.train.x, self.batch_size, self.data.seq_len)
+        return self._windows(self.data.train.x)
 
     def val_dataloader(self):
-        return ContiguousWindows(self.data.val.x, self.batch_size, self.data.seq_len)
+        return self._windows(self.data.val.x)
 
     def test_dataloader(self):
-        return ContiguousWindows(self.data.test.x, self.batch_size, self.data.seq_len)
+        return self._windows(self.data.test.x)
+
+    def _windows(self, tokens: torch.Tensor) -> ContiguousWindows:
+        rank, world = data_parallel_rank(self)
+        if world > 1:
+            # Equal contiguous stretches per rank (the last < world tokens dropped): the same
+            # number of windows everywhere, and each rank's streams stay contiguous for TBPTT.
+            size = len(tokens) // world
+            tokens = tokens[rank * size : (rank + 1) * size]
+        return ContiguousWindows(tokens, self.batch_size, self.data.seq_len)
