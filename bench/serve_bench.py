@@ -1,6 +1,8 @@
 """Serving throughput and latency: `rnntune serve` (Ray Serve, batched) vs `mlflow models serve`.
 
-The same registered champion behind each server in turn (never both at once: they would share
+Ours runs two ways: through Ray Serve's proxy (one address for any number of replicas) and
+with `--direct` (the replica answers HTTP itself; no proxy hop). The same registered champion
+behind each server in turn (never both at once: they would share
 the cores), the same closed-loop load from a local asyncio client: C concurrent callers, each
 sending one sequence per request and waiting for the answer, for D seconds after a warm-up.
 MLflow's scorer gets `{"inputs": ...}`; ours gets the same body on `/invocations` (MLflow's
@@ -169,7 +171,7 @@ def main() -> None:
     )
     p.add_argument("--model-uri", default="models:/mnist1d-rnn@champion")
     p.add_argument("--tracking-uri", default=f"sqlite:///{ROOT / 'runs/tune/mlflow.db'}")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--smoke-test", action="store_true")
@@ -201,6 +203,12 @@ def main() -> None:
         "rnntune serve": (
             [str(BIN / "rnntune"), "serve", args.model_uri, "--tracking-uri", args.tracking_uri],
             "/healthz",
+            [("/predict", ours)],
+        ),
+        "rnntune serve --direct": (
+            [str(BIN / "rnntune"), "serve", args.model_uri, "--tracking-uri", args.tracking_uri]
+            + ["--direct"],
+            "/healthz",
             [("/invocations", inputs), ("/predict", ours)],
         ),
     }
@@ -226,7 +234,7 @@ def main() -> None:
                     )
                     r = rows[-1]
                     print(
-                        f"{name:<20} {route:<13} c={c:<3} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  failures {fails}"
+                        f"{name:<24} {route:<13} c={c:<3} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  failures {fails}"
                     )
         finally:
             stop(proc)
@@ -236,9 +244,10 @@ def main() -> None:
             r for r in rows if r["server"] == "mlflow models serve" and r["concurrency"] == c
         )
         for r in rows:
-            if r["server"] == "rnntune serve" and r["concurrency"] == c:
+            if r["server"].startswith("rnntune serve") and r["concurrency"] == c:
                 ratios.append(
                     {
+                        "server": r["server"],
                         "route": r["route"],
                         "concurrency": c,
                         "throughput_ratio": r["rps"] / base_row["rps"],
@@ -248,11 +257,11 @@ def main() -> None:
                     }
                 )
     print(
-        f"\n{'route':<13} {'conc':>4} {'throughput x':>13} {'p99 ratio':>10}  goal (>= {GOAL}x, p99 <= MLflow's)"
+        f"\n{'server':<24} {'route':<13} {'conc':>4} {'throughput x':>13} {'p99 ratio':>10}  goal (>= {GOAL}x, p99 <= MLflow's)"
     )
     for r in ratios:
         print(
-            f"{r['route']:<13} {r['concurrency']:>4} {r['throughput_ratio']:>13.2f} {r['p99_ratio']:>10.2f}  {'met' if r['meets_goal'] else 'MISSED'}"
+            f"{r['server']:<24} {r['route']:<13} {r['concurrency']:>4} {r['throughput_ratio']:>13.2f} {r['p99_ratio']:>10.2f}  {'met' if r['meets_goal'] else 'MISSED'}"
         )
     out = {
         "model_uri": args.model_uri,

@@ -162,7 +162,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         batch_wait_timeout_s=args.batch_wait_ms / 1000,
         poll_interval_s=args.poll_interval,
     )
-    run(opts, args.host, args.port, args.replicas, args.max_replicas)
+    run(opts, args.host, args.port, args.replicas, args.max_replicas, args.direct)
     return 0
 
 
@@ -216,7 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-replicas", type=int, default=None, help="autoscale up to this many")
     p.add_argument("--max-batch-size", type=int, default=64)
-    p.add_argument("--batch-wait-ms", type=float, default=5.0)
+    p.add_argument("--batch-wait-ms", type=float, default=2.0)
+    p.add_argument(
+        "--direct",
+        action="store_true",
+        help="replicas answer HTTP themselves on --port, --port+1, ... (no proxy hop; fastest)",
+    )
     p.add_argument("--poll-interval", type=float, default=10.0, help="seconds between alias checks")
     return parser
 

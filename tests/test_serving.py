@@ -116,9 +116,9 @@ def mlflow_scoring(models, mlflow_server, tmp_path_factory):
         _stop(p)
 
 
-def _rnntune_serve(name: str, mlflow_url: str, logdir: Path):
+def _rnntune_serve(name: str, mlflow_url: str, logdir: Path, *extra: str):
     port = free_port()
-    argv = [str(BIN / "rnntune"), "serve", f"models:/{name}@champion"]
+    argv = [str(BIN / "rnntune"), "serve", f"models:/{name}@champion", *extra]
     argv += ["--tracking-uri", mlflow_url, "--port", str(port), "--poll-interval", "1"]
     url = f"http://127.0.0.1:{port}"
     env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
@@ -133,8 +133,9 @@ def ray_serve(models, mlflow_server, tmp_path_factory):
     _stop(proc)
 
 
-def test_rnntune_serve_generates_text(models, mlflow_server, tmp_path):
-    proc, url = _rnntune_serve(LANGUAGE_MODEL, mlflow_server, tmp_path)
+def test_rnntune_serve_generates_text_with_direct_ingress(models, mlflow_server, tmp_path):
+    """A character model, served with `--direct` (the replica answers HTTP on --port itself)."""
+    proc, url = _rnntune_serve(LANGUAGE_MODEL, mlflow_server, tmp_path, "--direct")
     try:
         body = {"prompt": ["the cat ", "a dog "], "max_new_chars": 30, "temperature": 0.8}
         r = requests.post(f"{url}/predict", json=body, timeout=60)
