@@ -24,58 +24,19 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from service.stack import free_port, start_ready, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
 GOAL = 3.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(argv: list[str], env: dict, health: str, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        argv,
-        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **env},
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{argv[0]} exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(health, timeout=2):
-                return proc
-        except OSError:
-            time.sleep(0.5)
-    stop(proc)
-    raise TimeoutError(f"{health} never answered")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 async def load(url: str, bodies: list[bytes], concurrency: int, seconds: float, warmup: float):
@@ -217,7 +178,8 @@ def main() -> None:
         port = free_port()
         argv = argv + ["-p" if "mlflow" in name else "--port", str(port)]
         base = f"http://127.0.0.1:{port}"
-        proc = start(argv, env, base + health, tmp / f"{name.split()[0]}.log")
+        log_name = name.replace(" ", "_").replace("-", "")
+        proc = start_ready(log_name, argv, env, tmp, base, health, timeout=240)
         try:
             for route, bodies in routes:
                 for c in args.concurrency:

@@ -92,6 +92,10 @@ class JobService:
                 owner=caller.user,
                 name=spec.name,
                 spec=spec.model_dump(mode="json"),
+                metric=spec.monitor[0],
+                mode=spec.monitor[1],
+                tracking_uri=spec.tracking.uri or self.settings.tracking_uri,
+                experiment=spec.tracking.experiment or spec.name,
                 status=PENDING,
                 trials={},
             )
@@ -124,7 +128,7 @@ class JobService:
         final = updates.get("status", job.status) not in ACTIVE
         if not job.progress_final:
             try:
-                p = job_progress(self._tracking_uri(job), JobSpec.model_validate(job.spec), job.id)
+                p = job_progress(job.tracking_uri, job.experiment, job.metric, job.mode, job.id)
                 updates.update(
                     parent_run_id=p.parent_run_id,
                     experiment_id=p.experiment_id,
@@ -138,9 +142,6 @@ class JobService:
         if not updates:
             return job
         return self.store.update(job.id, **updates)
-
-    def _tracking_uri(self, job: Job) -> str:
-        return job.spec.get("tracking", {}).get("uri") or self.settings.tracking_uri
 
     def stop(self, job: Job) -> Job:
         """Asks Ray to stop an active job; a finished job is returned as it is (idempotent)."""

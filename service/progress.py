@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 from mlflow.tracking import MlflowClient
 
-from tune.spec import JobSpec
 from tune.tracking import JOB_TAG, PARENT_TAG
 
 # MLflow run status -> what the job view calls the trial.
@@ -24,10 +23,12 @@ class Progress:
     champion_decision: str | None = None
 
 
-def job_progress(tracking_uri: str, spec: JobSpec, job_id: str) -> Progress:
+def job_progress(
+    tracking_uri: str, experiment_name: str, metric: str, mode: str, job_id: str
+) -> Progress:
     """Looks the job's parent run up by its job-id tag; empty before the driver opened it."""
     client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(spec.tracking.experiment or spec.name)
+    experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return Progress()
     runs = client.search_runs(
@@ -38,7 +39,6 @@ def job_progress(tracking_uri: str, spec: JobSpec, job_id: str) -> Progress:
         return Progress(experiment_id=experiment.experiment_id)
     parent = parents[0]
     children = [r for r in runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id]
-    metric, mode = spec.monitor
     trials: dict[str, int] = {"done": 0, "running": 0, "stopped": 0, "failed": 0}
     values = []
     for run in children:

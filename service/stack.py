@@ -92,6 +92,25 @@ def launch(name: str, argv: list[str], env: dict[str, str], logdir: Path, url: s
     return Component(name, proc.pid, psutil.Process(proc.pid).create_time(), url, str(log))
 
 
+def start_ready(
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    logdir: Path,
+    url: str,
+    health: str,
+    timeout: float = 120.0,
+) -> Component:
+    """`launch`, then wait until `url + health` answers; stopped again if it never does."""
+    c = launch(name, argv, env, logdir, url)
+    try:
+        wait_ready(c, health, timeout)
+    except BaseException:
+        stop(c)
+        raise
+    return c
+
+
 def start_ray_head(
     logdir: Path, temp_dir: Path, num_cpus: int | None = None, env: dict | None = None
 ) -> Component:

@@ -40,6 +40,11 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), index=True, default=PENDING)
     message: Mapped[str] = mapped_column(Text, default="")
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Read from the spec once, at submission: views and syncs never re-validate it.
+    metric: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[str] = mapped_column(String(3))
+    tracking_uri: Mapped[str] = mapped_column(Text)
+    experiment: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=_now, onupdate=_now

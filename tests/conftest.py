@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from service.stack import free_port  # noqa: F401 - re-exported for the tests
+
 ROOT = Path(__file__).resolve().parents[1]
 SHAKESPEARE = ROOT.parent / "shared" / "data" / "shakespeare.txt"
 
@@ -27,14 +29,6 @@ def tiny_text(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.txt"
     path.write_text("\n".join(lines))
     return path
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float = 60.0, proc=None) -> None:

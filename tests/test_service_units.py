@@ -69,7 +69,13 @@ def test_job_store_persists_filters_and_pages(tmp_path):
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     store = JobStore(url)
     for i, (owner, status) in enumerate([("a", RUNNING), ("a", SUCCEEDED), ("b", FAILED)]):
-        store.add(Job(id=f"j{i}", owner=owner, name="n", spec={}, status=status, trials={}))
+        store.add(
+            Job(
+                **{"id": f"j{i}", "owner": owner, "name": "n", "spec": {}, "status": status},
+                **{"trials": {}, "metric": "val_acc", "mode": "max"},
+                **{"tracking_uri": "sqlite://", "experiment": "n"},
+            )
+        )
     store.close()
     store = JobStore(url)  # a restarted service sees the same jobs
     rows, total = store.list("a", None, limit=1, offset=0)

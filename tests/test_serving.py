@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -18,7 +15,7 @@ import requests
 from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_digits
 
-from tests.conftest import free_port, wait_http
+from service.stack import free_port, start_ready, stop
 from tune.driver import run_job
 from tune.spec import parse_job_spec
 
@@ -73,32 +70,6 @@ def _digits(n: int = 64) -> tuple[np.ndarray, np.ndarray]:
     return (d.images[-n:] / 16.0).astype(np.float32), d.target[-n:]  # rows as steps: (N, 8, 8)
 
 
-def _start(argv: list[str], env: dict, url: str, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        argv,
-        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **env},
-        stdout=open(log, "w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        wait_http(url, timeout=180, proc=proc)
-    except Exception:
-        _stop(proc)
-        raise RuntimeError(log.read_text()[-3000:]) from None
-    return proc
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 @pytest.fixture(scope="module")
 def mlflow_scoring(models, mlflow_server, tmp_path_factory):
     """`mlflow models serve` for the champion classifier and the character model."""
@@ -110,10 +81,9 @@ def mlflow_scoring(models, mlflow_server, tmp_path_factory):
         argv += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
         urls[name] = f"http://127.0.0.1:{port}"
         env = {"MLFLOW_TRACKING_URI": mlflow_server}
-        procs.append(_start(argv, env, f"{urls[name]}/ping", log / f"{name}.log"))
+        procs.append(start_ready(name, argv, env, log, urls[name], "/ping", timeout=180))
     yield urls
-    for p in procs:
-        _stop(p)
+    stop(*procs)
 
 
 def _rnntune_serve(name: str, mlflow_url: str, logdir: Path, *extra: str):
@@ -122,7 +92,7 @@ def _rnntune_serve(name: str, mlflow_url: str, logdir: Path, *extra: str):
     argv += ["--tracking-uri", mlflow_url, "--port", str(port), "--poll-interval", "1"]
     url = f"http://127.0.0.1:{port}"
     env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
-    return _start(argv, env, f"{url}/healthz", logdir / "serve.log"), url
+    return start_ready("serve", argv, env, logdir, url, "/healthz", timeout=180), url
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +100,7 @@ def ray_serve(models, mlflow_server, tmp_path_factory):
     """`rnntune serve models:/serve-digits@champion`, polling the alias every second."""
     proc, url = _rnntune_serve(CLASSIFIER, mlflow_server, tmp_path_factory.mktemp("ray-serve"))
     yield url
-    _stop(proc)
+    stop(proc)
 
 
 def test_rnntune_serve_generates_text_with_direct_ingress(models, mlflow_server, tmp_path):
@@ -156,7 +126,7 @@ def test_rnntune_serve_generates_text_with_direct_ingress(models, mlflow_server,
             == 400
         )
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def test_mlflow_models_serve_scores_classifier_bodies(mlflow_scoring, models):

@@ -8,7 +8,6 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from service.store import Job
-from tune.spec import JobSpec
 
 JobStatus = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED"]
 
@@ -41,8 +40,6 @@ class JobOut(BaseModel):
 
     @classmethod
     def of(cls, job: Job, ui_base: str | None) -> JobOut:
-        spec = JobSpec.model_validate(job.spec)
-        metric, mode = spec.monitor
         url = None
         if ui_base and job.parent_run_id and job.experiment_id:
             url = f"{ui_base}/#/experiments/{job.experiment_id}/runs/{job.parent_run_id}"
@@ -55,8 +52,8 @@ class JobOut(BaseModel):
             created_at=job.created_at,
             updated_at=job.updated_at,
             trials=job.trials or {},
-            metric=metric,
-            mode=mode,
+            metric=job.metric,
+            mode=job.mode,  # type: ignore[arg-type]
             best_metric=job.best_metric,
             mlflow_run_id=job.parent_run_id,
             mlflow_url=url,
