@@ -153,7 +153,9 @@ def wait_ready(c: Component, path: str, timeout: float = 120.0) -> None:
             with urllib.request.urlopen(f"{c.url}{path}", timeout=3):
                 return
         except urllib.error.HTTPError as e:
-            if e.code < 500:
+            # Up but guarded (Ray's token auth) counts as ready; a 404 does not: Serve's proxy
+            # answers 404 until the application's route has reached it.
+            if e.code in (401, 403):
                 return
         except OSError:
             pass
