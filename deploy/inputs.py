@@ -112,6 +112,28 @@ def sampling_params(params: Any, limits: Limits) -> dict[str, Any]:
     return out
 
 
+PREDICT_FIELDS = ("sequences", "prompt", *LM_PARAM_TYPES)
+
+
+def predict(body: Any, language_model: bool, limits: Limits) -> Sequences | Prompts:
+    """Our `/predict` body: `sequences`, or for language models `prompt` and sampling fields."""
+    if not isinstance(body, dict):
+        raise BadInput("body: expected a JSON object")
+    unknown = sorted(set(body) - set(PREDICT_FIELDS))
+    if unknown:
+        raise BadInput(f"{unknown[0]}: unknown field ({', '.join(PREDICT_FIELDS)})")
+    params = {k: body[k] for k in LM_PARAM_TYPES if body.get(k) is not None}
+    if language_model:
+        if body.get("prompt") is None or body.get("sequences") is not None:
+            raise BadInput("prompt: a language model takes `prompt` (not `sequences`)")
+        return prompts(body["prompt"], params, limits)
+    if body.get("sequences") is None or body.get("prompt") is not None:
+        raise BadInput("sequences: this model takes `sequences` (not `prompt`)")
+    if params:
+        raise BadInput(f"{next(iter(params))}: only language models take sampling parameters")
+    return sequences(body["sequences"], limits)
+
+
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "inputs", "instances")
 
 

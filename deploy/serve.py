@@ -1,12 +1,13 @@
 """`rnntune serve models:/NAME@ALIAS`: a registered model behind Ray Serve.
 
-`/predict` (our JSON), `/invocations` (MLflow's body formats), `/healthz`, `/metadata`. Requests
+`/predict` (our JSON), `/invocations` (MLflow's body formats), `/healthz` (`/ping`), `/metadata`. Requests
 are batched across callers (`serve.batch`: one forward pass for many requests), replicas scale on
 Ray, and a replica serving an alias polls the registry and swaps in a newly promoted version
 once it is loaded, so no request is dropped or sees a half-loaded model.
 """
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -14,11 +15,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
+from starlette.requests import Request
+from starlette.responses import Response
 
 from deploy import inputs
 from deploy.inputs import BadInput, Limits, Prompts, Sequences
@@ -35,20 +34,6 @@ class ServeOptions:
     poll_interval_s: float = 10.0  # how often an alias is re-resolved
     max_body_bytes: int = 4 * 1024 * 1024
     max_steps: int | None = None  # default: 4x the training sequence length
-
-
-class PredictBody(BaseModel):
-    """`sequences` for classifiers and regressors; `prompt` (+ sampling) for language models."""
-
-    model_config = ConfigDict(extra="forbid")
-    sequences: list[Any] | None = Field(
-        None, description="(N, T, F) steps, or N flattened sequences of T*F numbers"
-    )
-    prompt: str | list[str] | None = None
-    max_new_chars: int | None = None
-    temperature: float | None = None
-    top_k: int | None = None
-    seed: int | None = None
 
 
 @dataclass
@@ -109,52 +94,41 @@ def load(opts: ServeOptions, version: str | None = None) -> Loaded:
     return Loaded(model, version, limits, info)
 
 
-app = FastAPI(title="rnntune model server", summary="A registered recurrent model, batched.")
-
-
-@app.exception_handler(BadInput)
-async def _bad_input(_: Request, e: BadInput):
-    return JSONResponse({"error": str(e)}, status_code=400)
-
-
-@app.exception_handler(RequestValidationError)
-async def _invalid(_: Request, e: RequestValidationError):
-    first = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid body"}
-    where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
-    msg = "unknown field" if first.get("type") == "extra_forbidden" else first["msg"]
-    if first.get("type") == "json_invalid":
-        where, msg = "body", "not valid JSON"
-    elif first.get("type") == "model_attributes_type" and where == "body":
-        msg = "expected a JSON object (send Content-Type: application/json)"
-    return JSONResponse({"error": f"{where}: {msg}"}, status_code=400)
-
-
-@app.middleware("http")
-async def _body_limit(request: Request, call_next):
-    limit = request.app.state.max_body_bytes if hasattr(request.app.state, "max_body_bytes") else 0
-    declared = request.headers.get("content-length")
-    if limit and declared and (not declared.isdigit() or int(declared) > limit):
-        return JSONResponse({"error": f"body: over {limit} bytes"}, status_code=413)
-    return await call_next(request)
-
-
 QUIET_LOGS = {"enable_access_log": False, "log_level": "WARNING"}  # per-request logs cost ~ms
+ROUTES = {
+    "/predict": "POST",
+    "/invocations": "POST",
+    "/healthz": "GET",
+    "/ping": "GET",  # MLflow's scoring-server health route, so probes written for it work
+    "/metadata": "GET",
+}
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def reply(payload: Any, status: int = 200) -> Response:
+    return Response(json.dumps(payload), status, media_type="application/json")
 
 
 @serve.deployment(
     ray_actor_options={"num_cpus": 1}, max_ongoing_requests=256, logging_config=QUIET_LOGS
 )
-@serve.ingress(app)
 class ModelServer:
+    """One replica. HTTP arrives as a plain Starlette request and is routed here by path: a
+    FastAPI ingress (routing, dependency solving, pydantic body models, an HTTP middleware)
+    cost more CPU per request than the batched forward pass and halved the throughput."""
+
     def __init__(self, options: dict) -> None:
         import torch
 
         torch.set_num_threads(1)  # one replica per CPU: scale out with replicas
         self.opts = ServeOptions(**options)
         self.current = load(self.opts)
-        app.state.max_body_bytes = self.opts.max_body_bytes
         self._score.set_max_batch_size(self.opts.max_batch_size)
         self._score.set_batch_wait_timeout_s(self.opts.batch_wait_timeout_s)
+        self.in_flight = 0  # requests inside __call__ (the replica's one event loop)
         self.name, self.alias = parse_uri(self.opts.model_uri)
         if self.name:
             threading.Thread(target=self._follow_alias, daemon=True).start()
@@ -174,6 +148,56 @@ class ModelServer:
             except Exception as e:  # noqa: BLE001 - keep serving the loaded version
                 log.warning("alias check failed: %s", e)
 
+    async def __call__(self, request: Request) -> Response:
+        path = request.url.path.rstrip("/") or "/"
+        method = ROUTES.get(path)
+        if method is None:
+            return reply({"error": f"no route {path}; routes: {', '.join(ROUTES)}"}, 404)
+        if request.method != method:
+            return reply({"error": f"{path} takes {method}, not {request.method}"}, 405)
+        self.in_flight += 1
+        try:
+            if path == "/predict":
+                return await self.predict(await self._json(request))
+            if path == "/invocations":
+                return await self.invocations(await self._json(request))
+            if path == "/metadata":
+                return reply(self.current.info)
+            return reply({"status": "ok", "version": self.current.version})
+        except BadInput as e:
+            return reply({"error": str(e)}, 400)
+        except BodyTooLarge:
+            return reply({"error": f"body: over {self.opts.max_body_bytes} bytes"}, 413)
+        finally:
+            self.in_flight -= 1
+
+    async def _json(self, request: Request) -> Any:
+        """The body parsed as JSON, read no further than `max_body_bytes`."""
+        limit = self.opts.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and (not declared.isdigit() or int(declared) > limit):
+            raise BodyTooLarge
+        size, chunks = 0, []
+        async for chunk in request.stream():  # chunked bodies declare no length
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+        kind = request.headers.get("content-type", "").split(";")[0].strip()
+        if kind and kind != "application/json" and not kind.endswith("+json"):
+            raise BadInput(f"body: Content-Type {kind} is not JSON (send application/json)")
+        try:
+            return json.loads(b"".join(chunks))
+        except ValueError:  # UnicodeDecodeError included
+            raise BadInput("body: not valid JSON") from None
+
+    async def _batched(self, parsed: Sequences) -> tuple[np.ndarray, str | None]:
+        """`_score` through the batch queue. The wait for company applies only while other
+        requests are in the replica: a lone caller (nothing else arriving) is scored at once."""
+        alone = self.in_flight <= 1
+        self._score.set_batch_wait_timeout_s(0.0 if alone else self.opts.batch_wait_timeout_s)
+        return await self._score(parsed)
+
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
     async def _score(self, requests: list[Sequences]) -> list[tuple[np.ndarray, str | None]]:
         """Many requests' sequences in one forward pass, split back per request."""
@@ -191,56 +215,30 @@ class ModelServer:
         frame = await asyncio.to_thread(loaded.model.generate_text, p.texts, p.params)
         return frame["text"].tolist(), loaded.version
 
-    @app.post("/predict")
-    async def predict(self, body: PredictBody) -> JSONResponse:
+    async def predict(self, body: Any) -> Response:
         """Sequences -> labels and probabilities (or values); prompts -> generated text."""
         loaded = self.current
-        if loaded.model.task == "language_model":
-            if body.prompt is None or body.sequences is not None:
-                raise BadInput("prompt: a language model takes `prompt` (not `sequences`)")
-            params = {k: getattr(body, k) for k in inputs.LM_PARAM_TYPES}
-            params = {k: v for k, v in params.items() if v is not None}
-            texts, version = await self._generate(
-                inputs.prompts(body.prompt, params, loaded.limits)
-            )
-            return JSONResponse({"texts": texts, "version": version})
-        if body.sequences is None or body.prompt is not None:
-            raise BadInput("sequences: this model takes `sequences` (not `prompt`)")
-        extra = [k for k in inputs.LM_PARAM_TYPES if getattr(body, k) is not None]
-        if extra:
-            raise BadInput(f"{extra[0]}: only language models take sampling parameters")
-        out, version = await self._score(inputs.sequences(body.sequences, loaded.limits))
-        # JSONResponse: plain lists need none of FastAPI's per-element encoding (a hot path).
+        parsed = inputs.predict(body, loaded.model.task == "language_model", loaded.limits)
+        if isinstance(parsed, Prompts):
+            texts, version = await self._generate(parsed)
+            return reply({"texts": texts, "version": version})
+        out, version = await self._batched(parsed)
         if loaded.model.task == "regression":
-            return JSONResponse({"values": out.tolist(), "version": version})
-        return JSONResponse(
-            {"labels": out.argmax(-1).tolist(), "probabilities": out.tolist(), "version": version}
-        )
+            return reply({"values": out.tolist(), "version": version})
+        probs = out.tolist()
+        labels = out.argmax(-1).tolist()
+        return reply({"labels": labels, "probabilities": probs, "version": version})
 
-    @app.post("/invocations")
-    async def invocations(self, request: Request) -> Response:
+    async def invocations(self, body: Any) -> Response:
         """MLflow's scoring protocol: dataframe_split / dataframe_records / inputs / instances."""
-        try:
-            body = await request.json()
-        except ValueError:
-            raise BadInput("body: not valid JSON") from None
         loaded = self.current
         parsed = inputs.invocations(body, loaded.model.task == "language_model", loaded.limits)
         if isinstance(parsed, Prompts):
             texts, _ = await self._generate(parsed)
-            return JSONResponse({"predictions": [{"text": t} for t in texts]})
-        out, _ = await self._score(parsed)
+            return reply({"predictions": [{"text": t} for t in texts]})
+        out, _ = await self._batched(parsed)
         records = loaded.model.frame(out).to_json(orient="records")
         return Response(f'{{"predictions": {records}}}', media_type="application/json")
-
-    @app.get("/healthz")
-    def healthz(self) -> dict:
-        return {"status": "ok", "version": self.current.version}
-
-    @app.get("/metadata")
-    def metadata(self) -> dict:
-        """Name, version, alias, the version's metrics and tags, the signature, the input limits."""
-        return self.current.info
 
 
 def build(opts: ServeOptions, num_replicas: int | None, max_replicas: int | None):

@@ -208,15 +208,24 @@ def test_rnntune_serve_rejects_bad_input_with_400(ray_serve):
     json_type = {"Content-Type": "application/json"}
     r = requests.post(f"{ray_serve}/predict", data=nan, headers=json_type, timeout=30)
     assert r.status_code == 400 and "NaN" in r.json()["error"]
-    for raw in (b"{not json", b"[1, 2", b'{"sequences": [[[0, 0, 0, 0, 0, 0, 0, 0]]]}'):
-        r = requests.post(f"{ray_serve}/predict", data=raw, timeout=30)  # no content type
+    for raw in (b"{not json", b"[1, 2", b"[1, 2]", b"\xff\xfe"):
+        r = requests.post(f"{ray_serve}/predict", data=raw, timeout=30)
         assert r.status_code == 400 and "body" in r.json()["error"], r.text
+    one = b'{"sequences": [[[0, 0, 0, 0, 0, 0, 0, 0]]]}'
+    assert requests.post(f"{ray_serve}/predict", data=one, timeout=30).ok  # no Content-Type: JSON
+    csv = {"Content-Type": "text/csv"}
+    r = requests.post(f"{ray_serve}/predict", data=one, headers=csv, timeout=30)
+    assert r.status_code == 400 and "Content-Type" in r.json()["error"]
+    assert requests.get(f"{ray_serve}/predict", timeout=30).status_code == 405
+    assert requests.get(f"{ray_serve}/nowhere", timeout=30).status_code == 404
     invocations = [{"inputs": [[[0.0] * 8]], "params": {"a": 1}}, {"nope": 1}, [1, 2]]
     for body in invocations:
         r = requests.post(f"{ray_serve}/invocations", json=body, timeout=30)
         assert r.status_code == 400, (body, r.text)
     huge = requests.post(f"{ray_serve}/predict", data=b" " * (5 * 1024 * 1024), timeout=60)
     assert huge.status_code == 413
+    chunked = (b" " * 65536 for _ in range(80))  # no Content-Length: counted while read
+    assert requests.post(f"{ray_serve}/predict", data=chunked, timeout=60).status_code == 413
 
 
 def test_promotion_under_load_drops_no_request(ray_serve, models, mlflow_server):
