@@ -25,6 +25,26 @@ MODEL_FILE = "model.pt"
 LM_PARAMS = {"max_new_chars": 200, "temperature": 1.0, "top_k": 0, "seed": 0}
 
 
+def output_columns(task: str, width: int) -> list[str]:
+    """The pyfunc table's columns for `width` outputs: `value` (+ `value_i`) for regressors,
+    `label` + `prob_i` for classifiers."""
+    if task == "regression":
+        return ["value", *(f"value_{i}" for i in range(1, width))]
+    return ["label", *(f"prob_{i}" for i in range(width))]
+
+
+def output_records(task: str, out: np.ndarray) -> list[dict[str, Any]]:
+    """`frame(out)` as MLflow's scoring server writes it (records), without building a frame."""
+    if out.ndim == 3:
+        return [{"labels": row} for row in out.argmax(-1).tolist()]
+    columns = output_columns(task, out.shape[1])
+    rows = out.tolist()
+    if task == "regression":
+        return [dict(zip(columns, row, strict=True)) for row in rows]
+    labels = out.argmax(-1).tolist()
+    return [dict(zip(columns, [y, *row], strict=True)) for y, row in zip(labels, rows, strict=True)]
+
+
 def save_bundle(net: torch.nn.Module, spec: TrainSpec, data_info: dict, path: Path) -> Path:
     """Weights and everything needed to rebuild and feed the network, in one torch file."""
     torch.save(
@@ -111,13 +131,12 @@ class RecurrentModel(mlflow.pyfunc.PythonModel):
 
     def frame(self, out: np.ndarray) -> pd.DataFrame:
         """`score`'s output as the pyfunc's table: label + prob_i, or value (+ value_i)."""
-        if self.task == "regression":
-            return pd.DataFrame(out, columns=[f"value_{i}" for i in range(out.shape[1])]).rename(
-                columns={"value_0": "value"}
-            )
         if out.ndim == 3:  # per-step classification (copy task)
             return pd.DataFrame({"labels": list(out.argmax(-1))})
-        frame = pd.DataFrame(out, columns=[f"prob_{i}" for i in range(out.shape[1])])
+        columns = output_columns(self.task, out.shape[1])
+        if self.task == "regression":
+            return pd.DataFrame(out, columns=columns)
+        frame = pd.DataFrame(out, columns=columns[1:])
         frame.insert(0, "label", out.argmax(-1))
         return frame
 

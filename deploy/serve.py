@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from deploy import inputs
 from deploy.inputs import BadInput, Limits, Prompts, Sequences
+from deploy.pyfunc import output_records
 
 log = logging.getLogger("rnntune.serve")
 
@@ -237,8 +238,7 @@ class ModelServer:
             texts, _ = await self._generate(parsed)
             return reply({"predictions": [{"text": t} for t in texts]})
         out, _ = await self._batched(parsed)
-        records = loaded.model.frame(out).to_json(orient="records")
-        return Response(f'{{"predictions": {records}}}', media_type="application/json")
+        return reply({"predictions": output_records(loaded.model.task, out)})
 
 
 def build(opts: ServeOptions, num_replicas: int | None, max_replicas: int | None):
