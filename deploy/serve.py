@@ -130,6 +130,7 @@ class ModelServer:
         self._score.set_max_batch_size(self.opts.max_batch_size)
         self._score.set_batch_wait_timeout_s(self.opts.batch_wait_timeout_s)
         self.in_flight = 0  # requests inside __call__ (the replica's one event loop)
+        self.replica = serve.get_replica_context().replica_id.unique_id
         self.name, self.alias = parse_uri(self.opts.model_uri)
         if self.name:
             threading.Thread(target=self._follow_alias, daemon=True).start()
@@ -163,7 +164,7 @@ class ModelServer:
             if path == "/invocations":
                 return await self.invocations(await self._json(request))
             if path == "/metadata":
-                return reply(self.current.info)
+                return reply({**self.current.info, "replica": self.replica})
             return reply({"status": "ok", "version": self.current.version})
         except BadInput as e:
             return reply({"error": str(e)}, 400)

@@ -97,8 +97,10 @@ def _rnntune_serve(name: str, mlflow_url: str, logdir: Path, *extra: str):
 
 @pytest.fixture(scope="module")
 def ray_serve(models, mlflow_server, tmp_path_factory):
-    """`rnntune serve models:/serve-digits@champion`, polling the alias every second."""
-    proc, url = _rnntune_serve(CLASSIFIER, mlflow_server, tmp_path_factory.mktemp("ray-serve"))
+    """`rnntune serve models:/serve-digits@champion`: two replicas behind Serve's proxy, each
+    polling the alias every second."""
+    logdir = tmp_path_factory.mktemp("ray-serve")
+    proc, url = _rnntune_serve(CLASSIFIER, mlflow_server, logdir, "--replicas", "2")
     yield url
     stop(proc)
 
@@ -185,6 +187,10 @@ def test_rnntune_serve_health_and_metadata(ray_serve, models):
     assert meta["version"] == models["v1"].version and meta["task"] == "classification"
     assert float(meta["metrics"]["test_acc"]) == pytest.approx(models["v1"].test_value, abs=1e-4)
     assert meta["signature"]["inputs"] and meta["input_size"] == 8
+    replicas = {
+        requests.get(f"{ray_serve}/metadata", timeout=30).json()["replica"] for _ in range(40)
+    }
+    assert len(replicas) == 2  # the proxy spreads requests over both replicas
 
 
 BAD_BODIES = [
@@ -263,5 +269,6 @@ def test_promotion_under_load_drops_no_request(ray_serve, models, mlflow_server)
     versions = [v for _, v in results]
     assert len(results) > 50 and set(statuses) == {200}, statuses.count(200)
     assert versions[0] == models["v1"].version and versions[-1] == models["v2"].version
-    meta = requests.get(f"{ray_serve}/metadata", timeout=30).json()
-    assert meta["version"] == models["v2"].version
+    for _ in range(10):  # every replica switched
+        meta = requests.get(f"{ray_serve}/metadata", timeout=30).json()
+        assert meta["version"] == models["v2"].version
