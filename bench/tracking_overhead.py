@@ -32,11 +32,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
+import psutil
 from mlflow.tracking import MlflowClient
 from tune_harness import (
     NoTrialLogging,
@@ -102,11 +104,25 @@ def child_runs(summary: JobSummary) -> int:
     return len(client.search_runs([exp], filter_string=query))
 
 
+def driver_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every process on the machine used (Ray's workers run niced; time the
+    hypervisor stole is not ours)."""
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+
+
 def run_arm(arm: str, spec: JobSpec, log_path: Path) -> dict:
     log: list[dict] = []
     base = MlflowTrialLogger if arm == "with" else NoTrialLogging
+    cpu0, busy0 = driver_cpu_s(), machine_busy_s()
     with trial_logger(recording(base, log)):
         summary, wall = timed_job(spec, log_path)
+    driver_cpu, machine_busy = driver_cpu_s() - cpu0, machine_busy_s() - busy0
     rows = trial_results(spec, summary.job_id)
     cycles = epoch_cycles(log)
     callback_ms = {  # driver time inside the trial logger's handlers, per call
@@ -122,6 +138,8 @@ def run_arm(arm: str, spec: JobSpec, log_path: Path) -> dict:
         "epoch_cycle_s": statistics.median(cycles) if cycles else None,
         "time_total_s": statistics.median(r[-1]["time_total_s"] for r in rows.values()),
         "reports": len(results_of(log)),
+        "driver_cpu_s": driver_cpu,  # this process: Tune's controller and the trial logger
+        "machine_busy_s": machine_busy,  # every process on the machine
         "callback_ms_median": callback_ms,
     }
 
@@ -140,17 +158,32 @@ def measure(args: argparse.Namespace, work: Path, log: Path) -> dict:
     med = {
         arm: {
             key: statistics.median(x[key] for x in runs if x["arm"] == arm and x[key] is not None)
-            for key in ("wall_s", "epoch_cycle_s", "time_total_s")
+            for key in ("wall_s", "epoch_cycle_s", "time_total_s", "driver_cpu_s", "machine_busy_s")
         }
         for arm in ARMS
     }
     ratios = {key: med["with"][key] / med["without"][key] for key in med["with"]}
+    # Each round's with/without pair ran back to back: its ratio shares the round's conditions.
+    paired = [
+        a["wall_s"] / b["wall_s"]
+        for a, b in zip(runs[0::2], runs[1::2], strict=True)
+        for a, b in [(a, b) if a["arm"] == "with" else (b, a)]
+    ]
+    # What tracking adds to the work the machine does: the driver's extra CPU over all CPU used.
+    cpu_share = (med["with"]["driver_cpu_s"] - med["without"]["driver_cpu_s"]) / med["without"][
+        "machine_busy_s"
+    ]
     return {
         "ratio": ratios["wall_s"],
         "goal_ratio": GOAL_RATIO,
         "meets_goal": ratios["wall_s"] <= GOAL_RATIO,
         "ratio_epoch_cycle": ratios["epoch_cycle_s"],
         "ratio_time_total": ratios["time_total_s"],
+        "ratio_machine_busy": ratios["machine_busy_s"],
+        "paired_wall_ratios": paired,
+        "ratio_paired_median": statistics.median(paired),
+        "tracking_cpu_share": cpu_share,
+        "tracking_driver_cpu_s": med["with"]["driver_cpu_s"] - med["without"]["driver_cpu_s"],
         "median": med,
         "runs": runs,
         "rounds": args.rounds,
@@ -163,7 +196,8 @@ def measure(args: argparse.Namespace, work: Path, log: Path) -> dict:
 def print_table(res: dict) -> None:
     print(
         f"{'arm':<8} {'job':<36} {'wall_s':>8} {'epoch_cycle_s':>13} {'time_total_s':>12} "
-        f"{'child_runs':>10} {'ms/start':>8} {'ms/report':>9} {'ms/complete':>11}"
+        f"{'child_runs':>10} {'ms/start':>8} {'ms/report':>9} {'ms/complete':>11} "
+        f"{'driver_cpu_s':>12} {'busy_cpu_s':>10}"
     )
     nan = float("nan")
     for x in res["runs"]:
@@ -173,7 +207,8 @@ def print_table(res: dict) -> None:
             f"{x['arm']:<8} {x['job_id']:<36} {x['wall_s']:>8.2f} {cycle:>13} "
             f"{x['time_total_s']:>12.2f} {x['child_runs']:>10} "
             f"{ms.get('start', nan):>8.1f} {ms.get('result', nan):>9.2f} "
-            f"{ms.get('complete', nan):>11.1f}"
+            f"{ms.get('complete', nan):>11.1f} {x['driver_cpu_s']:>12.2f} "
+            f"{x['machine_busy_s']:>10.1f}"
         )
     for arm in ARMS:
         m = res["median"][arm]
@@ -185,7 +220,14 @@ def print_table(res: dict) -> None:
     print(
         f"ratio with/without: job wall {res['ratio']:.3f} (goal <= {res['goal_ratio']}): "
         f"{verdict}; epoch cycle {res['ratio_epoch_cycle']:.3f}; "
-        f"time_total_s {res['ratio_time_total']:.3f}"
+        f"time_total_s {res['ratio_time_total']:.3f}; CPU busy on the machine "
+        f"{res['ratio_machine_busy']:.3f}"
+    )
+    spread = ", ".join(f"{r:.3f}" for r in sorted(res["paired_wall_ratios"]))
+    print(
+        f"per-round wall ratios (back-to-back pairs): median {res['ratio_paired_median']:.3f} "
+        f"[{spread}]; tracking's driver CPU {res['tracking_driver_cpu_s']:+.2f} s per job = "
+        f"{100 * res['tracking_cpu_share']:.1f}% of the CPU the job used"
     )
 
 

@@ -151,6 +151,11 @@ class ModelServer:
                 log.warning("alias check failed: %s", e)
 
     async def __call__(self, request: Request) -> Response:
+        response = await self._answer(request)
+        response.headers["x-rnntune-replica"] = self.replica  # which replica answered
+        return response
+
+    async def _answer(self, request: Request) -> Response:
         path = request.url.path.rstrip("/") or "/"
         method = ROUTES.get(path)
         if method is None:
