@@ -63,7 +63,9 @@ GOAL_RATIO = 1.03
 ARMS = ("with", "without")
 
 
-def job_spec(name: str, trials: int, epochs: int, data: dict, store: Path) -> JobSpec:
+def job_spec(
+    name: str, trials: int, epochs: int, data: dict, store: Path, tracking_uri: str | None = None
+) -> JobSpec:
     return parse_job_spec(
         {
             "name": name,
@@ -77,7 +79,7 @@ def job_spec(name: str, trials: int, epochs: int, data: dict, store: Path) -> Jo
             "resources": {"cpus": 1},
             "storage": {"url": str(store)},
             # tracking.uri unset: the default embedded SQLite store next to the storage
-            "tracking": {"experiment": "bench-tracking-overhead"},
+            "tracking": {"experiment": "bench-tracking-overhead", "uri": tracking_uri},
             "registry": {"enabled": False},
         }
     )
@@ -148,12 +150,13 @@ def measure(args: argparse.Namespace, work: Path, log: Path) -> dict:
     small = {"num_samples": 600, "limit": 300} if args.smoke_test else {"limit": 1500}
     data = {"name": "mnist1d", **small}
     store = work / "store"
-    prepare_tracking(job_spec("tracking", 1, 1, data, store), log)
+    uri = args.tracking_uri
+    prepare_tracking(job_spec("tracking", 1, 1, data, store, uri), log)
     runs: list[dict] = []
     for r in range(args.rounds):
         for arm in ARMS if r % 2 == 0 else ARMS[::-1]:  # ABBA: drift hits both arms alike
             print(f"round {r + 1}/{args.rounds}: {arm} tracking ...", flush=True)
-            spec = job_spec(f"tracking-{arm}-{r}", args.trials, args.epochs, data, store)
+            spec = job_spec(f"tracking-{arm}-{r}", args.trials, args.epochs, data, store, uri)
             runs.append(run_arm(arm, spec, log))
     med = {
         arm: {
@@ -190,6 +193,7 @@ def measure(args: argparse.Namespace, work: Path, log: Path) -> dict:
         "trials_per_job": args.trials,
         "epochs": args.epochs,
         "data": data,
+        "tracking_uri": uri or "embedded SQLite next to the storage",
     }
 
 
@@ -237,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=4, help="trials per job (1 CPU each)")
     p.add_argument("--epochs", type=int, default=10, help="epochs per trial")
     p.add_argument("--smoke-test", action="store_true", help="1 round, 2 trials, 3 epochs")
+    p.add_argument(
+        "--tracking-uri", help="default: the embedded SQLite store next to the job's storage"
+    )
     p.add_argument("--keep", type=Path, help="keep Tune/MLflow storage and the log here")
     p.add_argument("--out", type=Path, default=RESULTS / "tracking_overhead.json")
     args = p.parse_args(argv)

@@ -1,9 +1,7 @@
 """MLflow tracking of a job: one parent run per job, one child run per trial, logged from the driver.
 
 Only the driver talks to MLflow (a Tune callback), so trials need no MLflow access and an
-embedded SQLite store sees one writer. Metrics go out asynchronously and batched: a trial's
-epochs are buffered and written at most every `FLUSH_EVERY_S` (and at its end), because each
-write costs the driver ~9 ms of CPU whatever its size, taken from the trials on the same cores.
+embedded SQLite store sees one writer. Metrics go out asynchronously, batched per report.
 """
 
 from __future__ import annotations
@@ -23,8 +21,6 @@ from ray import tune as ray_tune
 from tune.spec import JobSpec
 from tune.trainable import DIVERGED, REPORTED
 
-FLUSH_EVERY_S = 5.0  # how stale a running trial's metrics in MLflow may be
-MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
 PARENT_TAG = "mlflow.parentRunId"
 JOB_TAG = "rnntune.job_id"
 TRIAL_TAG = "rnntune.trial_id"
@@ -135,9 +131,7 @@ class MlflowTrialLogger(ray_tune.Callback):
         self.runs = dict(existing)
         self.stopped: set[str] = set()
         self.diverged: set[str] = set()
-        self.pending: dict[str, list] = {}  # run id -> async writes not yet awaited
-        self.buffered: dict[str, list[Metric]] = {}  # run id -> metrics not yet sent
-        self.flushed_at: dict[str, float] = {}
+        self.pending: dict[str, list] = {}
         self.configs: dict[str, dict] = {}
         self.explorations: dict[str, int] = {}
         self._client: MlflowClient | None = None
@@ -149,7 +143,7 @@ class MlflowTrialLogger(ray_tune.Callback):
         return self._client
 
     def __getstate__(self) -> dict:  # Tune pickles callbacks with its experiment state
-        return {**self.__dict__, "_client": None, "pending": {}, "buffered": {}, "flushed_at": {}}
+        return {**self.__dict__, "_client": None, "pending": {}}
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         if trial.trial_id in self.runs:  # restarted (retry, PBT exploit, resumed job)
@@ -197,36 +191,18 @@ class MlflowTrialLogger(ray_tune.Callback):
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(result[k]), now, step) for k in REPORTED if k in result]
-        self.buffered.setdefault(run_id, []).extend(metrics)
-        if time.monotonic() - self.flushed_at.get(run_id, 0.0) >= FLUSH_EVERY_S:
-            self._flush(run_id)  # the first epoch at once, then at most every FLUSH_EVERY_S
+        op = self.client.log_batch(run_id, metrics=metrics, synchronous=False)
+        self.pending.setdefault(run_id, []).append(op)
         if result.get(DIVERGED):
             self.diverged.add(trial.trial_id)
         # A result marked done reaches callbacks only when the scheduler (not the trial) ended it.
         if result.get("done") and step < self.spec.max_epochs and not result.get(DIVERGED):
             self.stopped.add(trial.trial_id)
 
-    def on_step_end(self, iteration: int, trials: list, **info) -> None:
-        """Buffers of trials that stopped reporting for a while (paused, slow) go out too."""
-        now = time.monotonic()
-        for run_id in [
-            r for r in self.buffered if now - self.flushed_at.get(r, 0.0) >= FLUSH_EVERY_S
-        ]:
-            self._flush(run_id)
-
-    def _flush(self, run_id: str) -> None:
-        metrics = self.buffered.pop(run_id, [])
-        self.flushed_at[run_id] = time.monotonic()
-        for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-            chunk = metrics[i : i + MAX_METRICS_PER_BATCH]
-            op = self.client.log_batch(run_id, metrics=chunk, synchronous=False)
-            self.pending.setdefault(run_id, []).append(op)
-
     def _finish(self, trial_id: str, status: str, tags: dict[str, str]) -> None:
         run_id = self.runs.get(trial_id)
         if run_id is None:
             return
-        self._flush(run_id)
         for op in self.pending.pop(run_id, []):
             if op is not None:
                 op.wait()
