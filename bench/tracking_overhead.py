@@ -21,7 +21,7 @@ trial end) is recorded too: while it is held, no trial gets its next result take
 
     ratio = median job wall with tracking / median job wall without      (goal <= 1.03)
 
-    .venv/bin/python bench/tracking_overhead.py               # ~4 min on 2 cores
+    .venv/bin/python bench/tracking_overhead.py               # 8 rounds, ~8 min on 2 cores
     .venv/bin/python bench/tracking_overhead.py --smoke-test  # about a minute
 
 Set OMP_WAIT_POLICY=PASSIVE on a shared machine (see bench/train_overhead.py).
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -40,6 +41,7 @@ from pathlib import Path
 
 import psutil
 from mlflow.tracking import MlflowClient
+from scipy import stats
 from tune_harness import (
     NoTrialLogging,
     prepare_tracking,
@@ -172,6 +174,15 @@ def measure(args: argparse.Namespace, work: Path, log: Path) -> dict:
         for a, b in zip(runs[0::2], runs[1::2], strict=True)
         for a, b in [(a, b) if a["arm"] == "with" else (b, a)]
     ]
+    # Their geometric mean with a 95% confidence interval (t on the log ratios): on a VM whose
+    # speed drifts +-10% between jobs, whether a few percent is real is a question of spread.
+    logs = [math.log(r) for r in paired]
+    half = (
+        stats.t.ppf(0.975, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+        if len(logs) > 1
+        else math.nan
+    )
+    geo = statistics.fmean(logs)
     # What tracking adds to the work the machine does: the driver's extra CPU over all CPU used.
     cpu_share = (med["with"]["driver_cpu_s"] - med["without"]["driver_cpu_s"]) / med["without"][
         "machine_busy_s"
@@ -185,6 +196,8 @@ def measure(args: argparse.Namespace, work: Path, log: Path) -> dict:
         "ratio_machine_busy": ratios["machine_busy_s"],
         "paired_wall_ratios": paired,
         "ratio_paired_median": statistics.median(paired),
+        "ratio_paired_geomean": math.exp(geo),
+        "ratio_paired_ci95": [math.exp(geo - half), math.exp(geo + half)],
         "tracking_cpu_share": cpu_share,
         "tracking_driver_cpu_s": med["with"]["driver_cpu_s"] - med["without"]["driver_cpu_s"],
         "median": med,
@@ -228,8 +241,10 @@ def print_table(res: dict) -> None:
         f"{res['ratio_machine_busy']:.3f}"
     )
     spread = ", ".join(f"{r:.3f}" for r in sorted(res["paired_wall_ratios"]))
+    low, high = res["ratio_paired_ci95"]
     print(
-        f"per-round wall ratios (back-to-back pairs): median {res['ratio_paired_median']:.3f} "
+        f"per-round wall ratios (back-to-back pairs): median {res['ratio_paired_median']:.3f}, "
+        f"geometric mean {res['ratio_paired_geomean']:.3f} (95% CI {low:.3f}-{high:.3f}) "
         f"[{spread}]; tracking's driver CPU {res['tracking_driver_cpu_s']:+.2f} s per job = "
         f"{100 * res['tracking_cpu_share']:.1f}% of the CPU the job used"
     )
@@ -237,7 +252,7 @@ def print_table(res: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=3, help="with+without pairs, ABBA order")
+    p.add_argument("--rounds", type=int, default=8, help="with+without pairs, ABBA order")
     p.add_argument("--trials", type=int, default=4, help="trials per job (1 CPU each)")
     p.add_argument("--epochs", type=int, default=10, help="epochs per trial")
     p.add_argument("--smoke-test", action="store_true", help="1 round, 2 trials, 3 epochs")

@@ -27,7 +27,8 @@ import torch
 from ray import tune as ray_tune
 
 import tune.driver
-from tune.driver import JobSummary, ensure_ray, resolve_storage, run_job
+from tune.cluster import ensure_ray
+from tune.driver import JobSummary, resolve_storage, run_job
 from tune.spec import JobSpec
 from tune.tracking import setup_tracking
 from tune.trainable import REPORTED

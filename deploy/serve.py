@@ -22,6 +22,7 @@ from starlette.responses import Response
 from deploy import inputs
 from deploy.inputs import BadInput, Limits, Prompts, Sequences
 from deploy.pyfunc import output_records
+from tune.cluster import ensure_ray
 
 log = logging.getLogger("rnntune.serve")
 
@@ -291,12 +292,7 @@ def run(
         os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(port)
         os.environ["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(port + 64)
         proxy_port = _free_port(host)  # Serve still starts its proxy; keep it off `port`
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
-        else:
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only
-            ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    ensure_ray()  # the cluster in RAY_ADDRESS, or an embedded Ray on loopback
     serve.start(http_options={"host": host, "port": proxy_port}, logging_config=QUIET_LOGS)
     serve.run(build(opts, num_replicas, max_replicas), name="rnntune-model", route_prefix="/")
     where = f"http://{host}:{port}" + (" (direct ingress)" if direct else "")

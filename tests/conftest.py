@@ -79,6 +79,9 @@ def ray_local(ray_env):
     """A real local Ray runtime (2 CPUs) shared by the search tests."""
     import ray
 
+    from tune.cluster import keep_ray_on_loopback
+
+    keep_ray_on_loopback()  # this process imported Ray before `ray_env` set the variable
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,9 @@ from mlflow.tracking import MlflowClient
 from ray import tune as ray_tune
 
 from tune import report, schedulers
+from tune.cluster import ensure_ray
 from tune.registry import Registration, register_best
+from tune.resume import ForgetMissingCheckpoints
 from tune.spec import JobSpec, new_job_id, parse_job_spec
 from tune.tracking import MlflowTrialLogger, existing_trial_runs, open_parent_run, setup_tracking
 from tune.trainable import (
@@ -69,22 +70,6 @@ class JobSummary:
     registration: Registration | None
     cell_table: str = ""
     errors: list[str] = field(default_factory=list)
-
-
-def ensure_ray(num_cpus: int | None = None) -> None:
-    """Connect to `RAY_ADDRESS` if set, else start an embedded Ray bound to loopback."""
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
-        return
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on 127.0.0.1
-    ray.init(
-        address="local",  # never join a cluster some other `ray start` left on this machine
-        num_cpus=num_cpus or os.cpu_count(),
-        include_dashboard=False,
-        log_to_driver=False,
-    )
 
 
 class ReleaseTrainRuns(ray_tune.Callback):
@@ -156,7 +141,7 @@ def _tuner(spec: JobSpec, job_id: str, storage: Storage, callback: MlflowTrialLo
             storage_filesystem=storage.filesystem,
         )
         # The restored run config carries a pickled callback; use the one rebuilt from MLflow.
-        tuner._local_tuner.get_run_config().callbacks = callbacks
+        tuner._local_tuner.get_run_config().callbacks = [ForgetMissingCheckpoints(), *callbacks]
         return tuner
     metric, mode = spec.monitor
     space = (

@@ -17,6 +17,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune as ray_tune
+from sqlalchemy import event
 
 from tune.spec import JobSpec
 from tune.trainable import DIVERGED, REPORTED
@@ -49,12 +50,34 @@ def setup_tracking(spec: JobSpec, local_root: Path | None) -> Tracking:
         artifacts = (root / "mlartifacts").as_uri()
         ui = f"mlflow ui --backend-store-uri {uri} --default-artifact-root {artifacts} --port 5000"
     client = MlflowClient(uri)
+    if artifacts is not None:
+        _commit_without_fsync(client)
     name = spec.tracking.experiment or spec.name
     exp = client.get_experiment_by_name(name)
     exp_id = (
         exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifacts)
     )
     return Tracking(uri, exp_id, ui)
+
+
+def _commit_without_fsync(client: MlflowClient) -> None:
+    """The embedded SQLite store in WAL mode with `synchronous=NORMAL`: no fsync per commit.
+
+    In SQLite's default mode every MLflow write (one per trial epoch) fsyncs the database and its
+    rollback journal, on the disk the trials write their checkpoints to. WAL with NORMAL keeps
+    every commit across a killed process (a killed driver loses nothing); only a power cut can
+    drop the last ones. Measured with bench/tracking_overhead.py (8 rounds, 2 cores): tracking
+    cost 1.075x in wall time with the store on disk in the default mode, 1.012x on tmpfs.
+    """
+    engine = client._tracking_client.store.engine  # one engine per database URI per process
+    if not event.contains(engine, "connect", _sqlite_pragmas):
+        event.listen(engine, "connect", _sqlite_pragmas)
+        engine.dispose()  # connections opened before the listener reopen with the pragmas
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    dbapi_conn.execute("PRAGMA journal_mode=WAL")  # kept in the file: readers see it too
+    dbapi_conn.execute("PRAGMA synchronous=NORMAL")  # per connection
 
 
 def trial_params(spec: JobSpec, config: dict[str, Any]) -> dict[str, str]:
@@ -129,6 +152,7 @@ class MlflowTrialLogger(ray_tune.Callback):
         self.job_id = job_id
         self.parent_id = parent_id
         self.runs = dict(existing)
+        self.resumed = set(existing)  # runs of an earlier driver: RUNNING again when restarted
         self.stopped: set[str] = set()
         self.diverged: set[str] = set()
         self.pending: dict[str, list] = {}
@@ -147,6 +171,8 @@ class MlflowTrialLogger(ray_tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         if trial.trial_id in self.runs:  # restarted (retry, PBT exploit, resumed job)
+            if trial.trial_id in self.resumed:
+                self._reopen(trial)
             self._record_new_config(trial)
             return
         run = self.client.create_run(
@@ -156,8 +182,23 @@ class MlflowTrialLogger(ray_tune.Callback):
         )
         self.runs[trial.trial_id] = run.info.run_id
         self.configs[trial.trial_id] = dict(trial.config)
-        params = trial_params(self.spec, trial.config)
-        self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
+        self._log_params(run.info.run_id, trial.config)
+
+    def _log_params(self, run_id: str, config: dict) -> None:
+        params = trial_params(self.spec, config)
+        self.client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+
+    def _reopen(self, trial) -> None:
+        """A trial of an earlier, killed driver restarts: its run is RUNNING again, with params.
+
+        The run may have ended before the kill (Tune's saved state can predate a trial's end),
+        and a driver killed between creating a run and logging its params left it without them.
+        """
+        self.resumed.discard(trial.trial_id)
+        run_id = self.runs[trial.trial_id]
+        if not self.client.get_run(run_id).data.params:
+            self._log_params(run_id, trial.config)
+        self.client.update_run(run_id, status="RUNNING")
 
     def on_trial_restore(self, iteration: int, trials: list, trial, **info) -> None:
         self._record_new_config(trial)

@@ -1,0 +1,41 @@
+"""An embedded Ray listens on loopback only, however late the variable that says so is set."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+PROBE = """
+import ray  # imported first, as every real caller does, before the variable is set
+from tune.cluster import ensure_ray
+ensure_ray(num_cpus=1)
+print(ray.util.get_node_ip_address(), *sorted({n["NodeManagerAddress"] for n in ray.nodes()}))
+ray.shutdown()
+"""
+
+
+def test_embedded_ray_binds_loopback():
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    }
+    env |= {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["127.0.0.1", "127.0.0.1"], out.stdout
+
+
+def test_test_runtime_binds_loopback(ray_local):
+    assert ray_local.util.get_node_ip_address() == "127.0.0.1"
+    assert {n["NodeManagerAddress"] for n in ray_local.nodes()} == {"127.0.0.1"}
