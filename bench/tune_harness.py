@@ -73,7 +73,7 @@ def log_tail(log: Path, lines: int = 40) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def start_ray(ray_tmp: Path, log: Path) -> float:
+def start_ray(ray_tmp: Path, log: Path, num_cpus: int | None = None) -> float:
     """Start the embedded Ray (all cores) before any timing; returns the seconds it took.
 
     `ray_tmp` must be a short path: Ray's Unix sockets live under it (107-byte limit).
@@ -82,7 +82,7 @@ def start_ray(ray_tmp: Path, log: Path) -> float:
     os.environ["RAY_TMPDIR"] = str(ray_tmp)
     start = time.perf_counter()
     with quiet(log):
-        ensure_ray()
+        ensure_ray(num_cpus)
     return time.perf_counter() - start
 
 
