@@ -55,8 +55,8 @@ class ForgetMissingCheckpoints(ray_tune.Callback):
             to = newest.checkpoint.path if newest else None
             self.repaired[trial.trial_id] = to
             logger.warning(
-                "trial %s: its saved latest checkpoint %s is gone (pruned after Tune's last "
-                "state save); resuming from %s",
+                "trial %s: its saved latest checkpoint %s is gone (Tune may have pruned it "
+                "after its last state save); resuming from %s",
                 trial.trial_id,
                 latest.checkpoint.path,
                 to or "the start",
