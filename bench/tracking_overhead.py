@@ -151,19 +151,19 @@ def run_arm(arm: str, spec: JobSpec, log_path: Path, cpu: int | None = None) -> 
         "time_total_s": statistics.median(r[-1]["time_total_s"] for r in rows.values()),
         "reports": len(results_of(log)),
         "driver_cpu_s": driver_cpu,  # this process: Tune's controller and the trial logger
-        "machine_busy_s": machine_busy,  # every process on the machine
+        "machine_busy_s": machine_busy,  # all processes on the machine, or on the arm's core
         "callback_ms_median": callback_ms,
     }
 
 
-def bench_data(args: argparse.Namespace) -> dict:
-    small = {"num_samples": 600, "limit": 300} if args.smoke_test else {"limit": 1500}
+def bench_data(smoke_test: bool) -> dict:
+    small = {"num_samples": 600, "limit": 300} if smoke_test else {"limit": 1500}
     return {"name": "mnist1d", **small}
 
 
 def measure_in_turn(args: argparse.Namespace, work: Path, log: Path) -> list[dict]:
     """One embedded Ray on all cores; each round runs the two arms one after the other."""
-    data, store, uri = bench_data(args), work / "store", args.tracking_uri
+    data, store, uri = bench_data(args.smoke_test), work / "store", args.tracking_uri
     prepare_tracking(job_spec("tracking", 1, 1, data, store, uri), log)
     runs: list[dict] = []
     for r in range(args.rounds):
@@ -227,7 +227,7 @@ def worker(args: argparse.Namespace) -> int:
         f"tracking-{arm}-{args.round}",
         args.trials,
         args.epochs,
-        bench_data(argparse.Namespace(smoke_test=args.smoke_data)),
+        bench_data(args.smoke_data),
         folder / f"store-{arm}",
         args.tracking_uri,
     )
@@ -246,7 +246,7 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def summarize(args: argparse.Namespace, runs: list[dict]) -> dict:
-    data, uri = bench_data(args), args.tracking_uri
+    data, uri = bench_data(args.smoke_test), args.tracking_uri
     med = {
         arm: {
             key: statistics.median(x[key] for x in runs if x["arm"] == arm and x[key] is not None)

@@ -42,13 +42,15 @@ class ForgetMissingCheckpoints(ray_tune.Callback):
         # Tune keeps no public way to edit a restored trial's checkpoint list: this is the
         # `_CheckpointManager` that `Trial.checkpoint` and `Result.best_checkpoints` read.
         manager = trial.run_metadata.checkpoint_manager
-        records = manager._checkpoint_results
-        kept = [r for r in records if checkpoint_exists(r.checkpoint)]
+        present = {id(r): checkpoint_exists(r.checkpoint) for r in manager._checkpoint_results}
         latest = manager.latest_checkpoint_result
-        if len(kept) == len(records) and (latest is None or checkpoint_exists(latest.checkpoint)):
+        if latest is not None and id(latest) not in present:
+            present[id(latest)] = checkpoint_exists(latest.checkpoint)
+        if all(present.values()):
             return
+        kept = [r for r in manager._checkpoint_results if present[id(r)]]
         manager._checkpoint_results = kept
-        if latest is not None and not checkpoint_exists(latest.checkpoint):
+        if latest is not None and not present[id(latest)]:
             # checkpoint_000NNN folders: the highest surviving index is the newest
             newest = max(kept, key=lambda r: r.checkpoint.path, default=None)
             manager._latest_checkpoint_result = newest
