@@ -20,6 +20,7 @@ from lightning_modules.data.mnist import PERMUTATION_SEED
 from lightning_modules.data.text import Vocabulary
 from lightning_modules.language_model import generate
 from lightning_modules.models import build_network
+from lightning_modules.preprocessing import Preprocessing
 
 MODEL_FILE = "model.pt"
 LM_PARAMS = {"max_new_chars": 200, "temperature": 1.0, "top_k": 0, "seed": 0}
@@ -33,7 +34,7 @@ def output_columns(task: str, width: int) -> list[str]:
     return ["label", *(f"prob_{i}" for i in range(width))]
 
 
-def output_records(task: str, out: np.ndarray) -> list[dict[str, Any]]:
+def output_records(task: str, out: np.ndarray, classes: list | None = None) -> list[dict[str, Any]]:
     """`frame(out)` as MLflow's scoring server writes it (records), without building a frame."""
     if out.ndim == 3:
         return [{"labels": row} for row in out.argmax(-1).tolist()]
@@ -41,8 +42,13 @@ def output_records(task: str, out: np.ndarray) -> list[dict[str, Any]]:
     rows = out.tolist()
     if task == "regression":
         return [dict(zip(columns, row, strict=True)) for row in rows]
-    labels = out.argmax(-1).tolist()
+    labels = label_names(out.argmax(-1), classes)
     return [dict(zip(columns, [y, *row], strict=True)) for y, row in zip(labels, rows, strict=True)]
+
+
+def label_names(idx: np.ndarray, classes: list | None) -> list:
+    """Class indices -> the user's labels (indices themselves for built-in datasets)."""
+    return [classes[int(i)] for i in idx] if classes else [int(i) for i in idx]
 
 
 def save_bundle(net: torch.nn.Module, spec: TrainSpec, data_info: dict, path: Path) -> Path:
@@ -78,6 +84,9 @@ class RecurrentModel(mlflow.pyfunc.PythonModel):
         if self.task == "language_model":
             self.vocab = Vocabulary(data_info["extras"]["vocabulary"][1:])
         prep = data_info.get("extras", {}).get("preprocessing", {})
+        # User data: the training split's statistics, classes and target scaling.
+        self.prep = Preprocessing.from_dict(prep) if prep.get("kind") == "sequences" else None
+        self.classes = self.prep.classes if self.prep else None
         self.permutation = (
             np.random.default_rng(PERMUTATION_SEED).permutation(784)
             if prep.get("permuted")
@@ -86,6 +95,8 @@ class RecurrentModel(mlflow.pyfunc.PythonModel):
         return self
 
     def _sequences(self, model_input: Any) -> list[np.ndarray]:
+        if self.prep is not None:
+            return self._raw_sequences(model_input)
         x = np.asarray(
             model_input.values if isinstance(model_input, pd.DataFrame) else model_input,
             dtype=np.float32,
@@ -101,6 +112,32 @@ class RecurrentModel(mlflow.pyfunc.PythonModel):
             raise ValueError("inputs: contain NaN or infinite values")
         return list(x)
 
+    def _raw_sequences(self, model_input: Any) -> list[np.ndarray]:
+        """User data: (N, T, F) with trailing all-NaN steps as padding, rows of flattened (or
+        nested) sequences in a one-column frame, or a list of (T_i, F) arrays."""
+        f = self.prep.input_size
+        if isinstance(model_input, pd.DataFrame) and not pd.api.types.is_numeric_dtype(
+            model_input.dtypes.iloc[0]
+        ):
+            model_input = list(model_input.iloc[:, 0])
+        if isinstance(model_input, list):
+            seqs = [np.asarray(s, dtype=np.float32).reshape(-1, f) for s in model_input]
+        else:
+            x = np.asarray(model_input, dtype=np.float32)
+            if x.ndim != 3 or x.shape[2] != f:
+                raise ValueError(f"inputs: expected shape (N, T, {f}), got {x.shape}")
+            valid = ~np.isnan(x).all(axis=2)  # (N, T): steps that are not all-NaN padding
+            ends = x.shape[1] - np.argmax(valid[:, ::-1], axis=1)
+            seqs = [s[:end] for s, end in zip(x, ends, strict=True)]
+        for i, s in enumerate(seqs):
+            if len(s) == 0 or not valid_steps(s, self.prep.missing != "refuse"):
+                raise ValueError(f"inputs[{i}]: empty, or contains NaN or infinite values")
+        return seqs
+
+    def labels(self, out: np.ndarray) -> list:
+        """`score`'s class probabilities -> the predicted labels in the user's own names."""
+        return label_names(out.argmax(-1), self.classes)
+
     def score(self, sequences: list[np.ndarray]) -> np.ndarray:
         """Class probabilities (N, C) [per step: (N, T, C)] or regression values (N, K).
 
@@ -109,6 +146,8 @@ class RecurrentModel(mlflow.pyfunc.PythonModel):
         """
         if self.permutation is not None:
             sequences = [self._permuted(x) for x in sequences]
+        if self.prep is not None:
+            sequences = [self.prep.apply(x) for x in sequences]
         lengths = [len(x) for x in sequences]
         t_max = max(lengths)
         batch = np.zeros((len(sequences), t_max, sequences[0].shape[1]), dtype=np.float32)
@@ -117,7 +156,9 @@ class RecurrentModel(mlflow.pyfunc.PythonModel):
         ragged = min(lengths) != t_max
         with torch.no_grad():
             out = self.net(torch.from_numpy(batch), torch.tensor(lengths) if ragged else None)
-        return out.numpy() if self.task == "regression" else out.softmax(-1).numpy()
+        if self.task == "regression":
+            return self.prep.unscale_targets(out.numpy()) if self.prep else out.numpy()
+        return out.softmax(-1).numpy()
 
     def _permuted(self, x: np.ndarray) -> np.ndarray:
         if x.size != len(self.permutation):
@@ -137,7 +178,7 @@ class RecurrentModel(mlflow.pyfunc.PythonModel):
         if self.task == "regression":
             return pd.DataFrame(out, columns=columns)
         frame = pd.DataFrame(out, columns=columns[1:])
-        frame.insert(0, "label", out.argmax(-1))
+        frame.insert(0, "label", self.labels(out))
         return frame
 
     def generate_text(self, model_input, params: dict[str, Any]) -> pd.DataFrame:
@@ -165,3 +206,8 @@ class RecurrentModel(mlflow.pyfunc.PythonModel):
             for p in prompts
         ]
         return pd.DataFrame({"text": texts})
+
+
+def valid_steps(x: np.ndarray, allow_nan: bool) -> bool:
+    """No infinities, and no NaNs unless the model fills missing values itself."""
+    return bool(np.isfinite(x).all() or (allow_nan and not np.isinf(x).any()))

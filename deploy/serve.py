@@ -91,6 +91,8 @@ def load(opts: ServeOptions, version: str | None = None) -> Loaded:
         "signature": signature,
         "input_size": limits.input_size,
         "max_steps": limits.max_steps,
+        "classes": model.classes,
+        "features": model.prep.feature_names if model.prep else None,
         "loaded_at": time.time(),
     }
     return Loaded(model, version, limits, info)
@@ -234,7 +236,7 @@ class ModelServer:
         if loaded.model.task == "regression":
             return reply({"values": out.tolist(), "version": version})
         probs = out.tolist()
-        labels = out.argmax(-1).tolist()
+        labels = loaded.model.labels(out)
         return reply({"labels": labels, "probabilities": probs, "version": version})
 
     async def invocations(self, body: Any) -> Response:
@@ -245,7 +247,7 @@ class ModelServer:
             texts, _ = await self._generate(parsed)
             return reply({"predictions": [{"text": t} for t in texts]})
         out, _ = await self._batched(parsed)
-        return reply({"predictions": output_records(loaded.model.task, out)})
+        return reply({"predictions": output_records(loaded.model.task, out, loaded.model.classes)})
 
 
 def build(opts: ServeOptions, num_replicas: int | None, max_replicas: int | None):

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 CELL_TYPES = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamw")
@@ -92,8 +99,81 @@ class TextData(Section):
     """Read only the first `limit_chars` characters (smoke tests)."""
 
 
+class SequencesData(Section):
+    """The user's own sequences: Parquet, CSV (long format) or NumPy .npz at any fsspec URL.
+
+    Parquet: one row per sequence, the sequence in `sequence_column` (list<float> for one
+    feature, list<list<float>> of T steps x F features) or one list column per feature
+    (`feature_columns`). CSV: one row per time step, grouped by `id_column`, ordered by
+    `time_column` (else file order), features in `feature_columns` (default: every other
+    numeric column). NPZ: `x` padded (N, T, F) with `lengths`, or an object array of (T_i, F)
+    arrays, and `y`. The label (or regression target) is `label_column` in every layout.
+    """
+
+    name: Literal["sequences"] = "sequences"
+    url: str = Field(min_length=1)
+    """A file, a folder of files or a glob (a partitioned Parquet dataset is one dataset)."""
+    val_url: str | None = None
+    """Separate validation data (same layout); default: carved from `url` by the run's seed."""
+    test_url: str | None = None
+    """Separate test data; default: a fixed `test_fraction` of `url` (seeded by `split_seed`)."""
+    format: Literal["auto", "parquet", "csv", "npz"] = "auto"
+    """auto: from the file extension (.parquet/.pq, .csv, .npz)."""
+    task: Literal["classification", "regression"] = "classification"
+    sequence_column: str = "sequence"
+    feature_columns: list[str] | None = None
+    label_column: str | list[str] = "label"
+    """Class label (strings or integers) or regression target: one column (a number or a list of
+    numbers) or several numeric columns (a vector target)."""
+    id_column: str = "sequence_id"
+    """CSV: which sequence each row (time step) belongs to."""
+    time_column: str | None = None
+    """CSV: order of the steps within a sequence (default: their order in the file)."""
+    split_column: str | None = None
+    """A column saying train / val (or validation) / test per sequence, instead of ratios."""
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    split_seed: int = 0
+    """Seed of the test split: the test set never moves with the run's seed."""
+    max_len: int | None = Field(None, ge=1)
+    """Cap on steps per sequence; longer ones keep their first or last `max_len` steps."""
+    keep: Literal["first", "last"] = "last"
+    standardize: bool = True
+    """Per-feature mean/std fitted on the training split (and applied again when serving)."""
+    standardize_target: bool = True
+    """Regression: train on standardized targets (the loss is then in units of the target's
+    std: 1.0 = predicting the mean); predictions are returned in the original units."""
+    missing: Literal["refuse", "mean", "ffill"] = "refuse"
+    """Missing (NaN) feature values: refuse with their count and place, fill with the training
+    mean, or carry the last valid step forward (the training mean before the first)."""
+    allow_pickle: bool = False
+    """NPZ: allow an object array of (T_i, F) arrays (a pickle: loading it runs the file's code,
+    so only for files you trust); otherwise store ragged data padded with `lengths`."""
+    reader: Literal["auto", "memory", "stream"] = "auto"
+    """Parquet only: `stream` reads row groups in DataLoader workers (larger-than-memory data);
+    `memory` loads every split; `auto` streams training data above `stream_above_mb`."""
+    stream_above_mb: float = Field(1024.0, gt=0)
+    limit: int | None = Field(None, gt=0)
+    """Use only `limit` training sequences, a seeded sample (smoke tests)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> SequencesData:
+        if self.split_column and (self.val_url or self.test_url):
+            raise ValueError("split_column: give a split column or val_url/test_url, not both")
+        labels = [self.label_column] if isinstance(self.label_column, str) else self.label_column
+        if not labels:
+            raise ValueError("label_column: name at least one column")
+        if self.task == "classification" and len(labels) != 1:
+            raise ValueError("label_column: classification takes one label column")
+        return self
+
+    @property
+    def label_columns(self) -> list[str]:
+        return [self.label_column] if isinstance(self.label_column, str) else self.label_column
+
+
 DataConfig = Annotated[
-    MnistRowsData | Mnist1dData | DigitsData | AddingData | CopyData | TextData,
+    MnistRowsData | Mnist1dData | DigitsData | AddingData | CopyData | TextData | SequencesData,
     Field(discriminator="name"),
 ]
 
@@ -104,7 +184,13 @@ TASK_OF_DATASET: dict[str, TaskKind] = {
     "copy": "classification",
     "adding": "regression",
     "text": "language_model",
+    "sequences": "classification",  # or regression: `SequencesData.task` decides
 }
+
+
+def task_of(data: DataConfig) -> TaskKind:
+    """The task a dataset is for: fixed per built-in dataset, chosen in the spec for user data."""
+    return getattr(data, "task", None) or TASK_OF_DATASET[data.name]
 
 
 # --------------------------------------------------------------------------------------- model
@@ -190,7 +276,7 @@ class TrainSpec(Section):
 
     @property
     def task(self) -> TaskKind:
-        return TASK_OF_DATASET[self.data.name]
+        return task_of(self.data)
 
     def with_params(self, params: dict[str, Any]) -> TrainSpec:
         """A copy with flat hyperparameters (`{"cell_type": "gru", "lr": 0.01}`) set in place."""
@@ -213,8 +299,10 @@ def validation_problems(err: ValidationError) -> list[tuple[str, str]]:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
-        if not loc and (named := re.match(r"^([\w.]+): (.*)$", msg, re.S)):
-            loc, msg = named.groups()  # a model-level check that names its field
+        if named := re.match(r"^([\w.]+): (.*)$", msg, re.S):
+            # A model-level check that names its field, relative to the model it checks.
+            field_name, msg = named.groups()
+            loc = f"{loc}.{field_name}" if loc and not field_name.startswith(loc) else field_name
         problems.append((loc, msg))
     return problems
 

@@ -85,7 +85,8 @@ def _diagnose(module: RecurrentTask, data: SequenceData, out_dir: Path) -> list[
         x, y = windows[:, :-1], windows[:, -1]  # predict each window's last character
         norms = gradient_norms_over_time(net, x, lambda p: F.cross_entropy(p[:, -1], y))
     else:
-        x, y = split.x[:64], split.y[:64]
+        head = split.head(64)
+        x, y = head.x, head.y
         if module.spec.task == "classification":
 
             def loss_fn(p):

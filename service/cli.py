@@ -166,6 +166,68 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+DATA_OPTIONS = (
+    "format",
+    "task",
+    "sequence_column",
+    "feature_columns",
+    "label_column",
+    "id_column",
+    "time_column",
+    "split_column",
+    "val_url",
+    "test_url",
+    "max_len",
+    "keep",
+    "missing",
+)
+
+
+def cmd_data_inspect(url: str, options: dict, sample: int) -> int:
+    """Read a dataset as a job would; print splits, lengths, features, classes, a `data:` block."""
+    from pydantic import ValidationError
+
+    from lightning_modules.config import SequencesData, SpecError, format_validation_error
+
+    given = {k: v for k, v in options.items() if v is not None}
+    for key in ("feature_columns", "label_column"):
+        if key in given and "," in given[key]:
+            given[key] = given[key].split(",")
+    if "feature_columns" in given and isinstance(given["feature_columns"], str):
+        given["feature_columns"] = [given["feature_columns"]]
+    try:
+        cfg = SequencesData(url=url, **given)
+    except ValidationError as e:
+        raise SpecError(format_validation_error(e, "data.")) from None
+    from lightning_modules.data.inspect import format_report, inspect
+
+    print(format_report(inspect(cfg, sample)))
+    return 0
+
+
+def add_data_commands(sub) -> None:
+    p = sub.add_parser("data", help="look at your own data before a job reads it")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    p = data_sub.add_parser(
+        "inspect", help="splits, lengths, features, classes and the `data:` block for a spec"
+    )
+    p.add_argument("url", help="a Parquet/CSV/NPZ file, folder or glob, at any fsspec URL")
+    for name in DATA_OPTIONS:
+        kind = int if name == "max_len" else str
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=kind,
+            default=None,
+            help=f"data.{name} (comma-separated for several)"
+            if name.endswith("columns") or name == "label_column"
+            else f"data.{name}",
+        )
+    p.add_argument(
+        "--sample", type=int, default=20_000, help="sequences read from a large Parquet dataset"
+    )
+
+
 def add_job_commands(sub) -> None:
     """`run SPEC [--job-id]` and `resume JOB [--storage]`: shared with `python -m tune`."""
     p = sub.add_parser("run", help="run a search job (embedded Ray, or the one in RAY_ADDRESS)")
@@ -185,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-epochs", type=int, default=None, help="override trainer.max_epochs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_job_commands(sub)
+    add_data_commands(sub)
     sub.add_parser("schema", help="print the job spec's JSON schema")
     for name, helptext in (("models", "list registered models"), ("promote", "set a model alias")):
         p = sub.add_parser(name, help=helptext)
@@ -281,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
             return guarded(cmd_resume, args.job_id, args.storage)
         case "schema":
             return cmd_schema()
+        case "data":
+            opts = {k: getattr(args, k) for k in DATA_OPTIONS}
+            return guarded(cmd_data_inspect, args.url, opts, args.sample)
         case "models":
             return guarded(cmd_models, args.tracking_uri, args.name)
         case "promote":

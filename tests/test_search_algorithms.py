@@ -13,7 +13,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT, free_port, stop_process, wait_http
+from tests.conftest import ROOT
 from tune.driver import run_job
 from tune.spec import parse_job_spec
 from tune.tracking import PARENT_TAG
@@ -109,42 +109,6 @@ def test_pbt_job_runs_and_exploits(ray_local, mlflow_server, tmp_path):
     explored = [k for r in runs for k in r.data.tags if k.startswith("pbt.explore.")]
     assert explored, [r.data.tags for r in runs]
     assert summary.best_metric > 0.2
-
-
-@pytest.fixture
-def moto_s3(tmp_path):
-    """moto's S3 server on loopback, with credentials for it in the environment."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            os.path.join(os.path.dirname(sys.executable), "moto_server"),
-            "-H",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url, proc=proc)
-    env = {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": url,
-        "FSSPEC_S3_ENDPOINT_URL": url,
-    }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()
-    s3fs.S3FileSystem(endpoint_url=url).mkdir("ckpts")
-    yield url
-    for k, v in old.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    stop_process(proc)
 
 
 def test_checkpoints_on_s3(moto_s3, mlflow_server, tmp_path, ray_env):

@@ -22,8 +22,14 @@ from tune import report, schedulers
 from tune.cluster import ensure_ray
 from tune.registry import Registration, register_best
 from tune.resume import ForgetMissingCheckpoints
-from tune.spec import JobSpec, new_job_id, parse_job_spec
-from tune.tracking import MlflowTrialLogger, existing_trial_runs, open_parent_run, setup_tracking
+from tune.spec import JobSpec, new_job_id, parse_job_spec, with_absolute_data_paths
+from tune.tracking import (
+    MlflowTrialLogger,
+    dataset_input,
+    existing_trial_runs,
+    open_parent_run,
+    setup_tracking,
+)
 from tune.trainable import (
     CHECKPOINT_FILE,
     REPORTED,
@@ -202,15 +208,17 @@ def _best_checkpoint(result, metric: str, mode: str, dest: Path) -> Path | None:
 def run_job(spec: JobSpec, job_id: str | None = None, resume: bool = False) -> JobSummary:
     """Run (or resume) a search job end to end; returns what the summary prints."""
     job_id = job_id or new_job_id(spec)
+    spec = with_absolute_data_paths(spec)
     storage = resolve_storage(spec.storage.url)
     tracking = setup_tracking(spec, storage.local_root)
     client = MlflowClient(tracking.uri)
-    parent = open_parent_run(client, tracking, spec, job_id)
+    dataset = dataset_input(spec)  # fails here, in one line, if the data cannot be found
+    parent = open_parent_run(client, tracking, spec, job_id, dataset)
     storage.fs.makedirs(f"{storage.path}/{job_id}", exist_ok=True)
     with storage.fs.open(f"{storage.path}/{job_id}/{SPEC_FILE}", "w") as f:
         f.write(json.dumps(spec.model_dump(mode="json")))
     callback = MlflowTrialLogger(
-        tracking, spec, job_id, parent, existing_trial_runs(client, tracking, parent)
+        tracking, spec, job_id, parent, existing_trial_runs(client, tracking, parent), dataset
     )
     ensure_ray()
     try:

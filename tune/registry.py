@@ -12,8 +12,9 @@ import mlflow
 import numpy as np
 from mlflow.data.http_dataset_source import HTTPDatasetSource
 from mlflow.data.meta_dataset import MetaDataset
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
+from mlflow.types import Schema, TensorSpec
 
 import lightning_modules
 from deploy.pyfunc import LM_PARAMS, MODEL_FILE, RecurrentModel, save_bundle
@@ -89,8 +90,22 @@ def _example_and_signature(module, data, task: str):
         return example, infer_signature(
             example, pd.DataFrame({"text": ["The cat"]}), params=LM_PARAMS
         )
-    x = data.test.x[:2].numpy()
     model = RecurrentModel().attach(module.net, module.spec, module.data_info)
+    test = data.test.head(2)
+    x = test.x.numpy()
+    if model.prep is not None:
+        # User data: raw (unstandardized) steps, cut to the pair's common length; any length and
+        # any number of sequences are accepted (trailing all-NaN steps are padding).
+        steps = int(test.lengths.min())
+        x = x[:, :steps] * np.asarray(model.prep.std, np.float32) + np.asarray(
+            model.prep.mean, np.float32
+        )
+        out = model.predict(None, x)
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, x.shape[2]))]),
+            outputs=infer_signature(x, out).outputs,
+        )
+        return x, signature
     return x, infer_signature(x, model.predict(None, x))
 
 

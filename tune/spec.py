@@ -233,7 +233,20 @@ class JobSpec(_Strict):
 
 
 def default_search_space(dataset: str) -> dict[str, SearchValue]:
-    """The seed's empirical ranges: all cells, 2-4 layers, clip 0.1-10 (log), hidden by task."""
+    """The seed's empirical ranges: all cells, 2-4 layers, clip 0.1-10 (log), hidden by task.
+
+    User data (`sequences`) gets what usually works on real sequence classification and
+    regression: gated cells, 1-2 layers, uni- or bidirectional, Adam's lr and clipping searched.
+    """
+    if dataset == "sequences":
+        return {
+            "cell_type": Choice(choice=["gru", "lstm"]),
+            "num_layers": Choice(choice=[1, 2]),
+            "hidden_size": Choice(choice=[32, 64, 128]),
+            "bidirectional": Choice(choice=[False, True]),
+            "lr": LogUniform(loguniform=(1e-3, 1e-2)),
+            "grad_clip": LogUniform(loguniform=(0.5, 5.0)),
+        }
     hidden = RandInt(randint=(100, 300)) if dataset == "text" else Choice(choice=[32, 64, 128])
     return {
         "cell_type": Choice(choice=list(CELL_TYPES)),
@@ -249,6 +262,18 @@ def parse_job_spec(raw: Any, source: str = "spec") -> JobSpec:
 
 def load_job_spec(path: str | Path) -> JobSpec:
     return parse_job_spec(read_spec_file(path), str(path))
+
+
+def with_absolute_data_paths(spec: JobSpec) -> JobSpec:
+    """Local data paths made absolute: every Ray trial runs in its own working directory."""
+    updates = {}
+    for key in ("url", "val_url", "test_url"):
+        url = getattr(spec.data, key, None)
+        if url and "://" not in url and not Path(url).is_absolute():
+            updates[key] = str(Path(url).resolve())
+    if not updates:
+        return spec
+    return spec.model_copy(update={"data": spec.data.model_copy(update=updates)})
 
 
 def new_job_id(spec: JobSpec) -> str:

@@ -12,6 +12,7 @@ last `FLUSH_EVERY_S` of metric points of a trial with shorter ones.
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import os
 import time
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune as ray_tune
 from sqlalchemy import event
@@ -87,6 +88,39 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     dbapi_conn.execute("PRAGMA synchronous=NORMAL")  # per connection
 
 
+def dataset_input(spec: JobSpec) -> DatasetInput:
+    """The job's data as an MLflow dataset input: source, digest, schema and row count.
+
+    User data is described from its files' metadata (the digest is the one the registry uses as
+    the data fingerprint); built-in datasets by their generator and options.
+    """
+    cfg = spec.data
+    if cfg.name == "sequences":
+        from lightning_modules.data.inspect import SAMPLE_ABOVE_BYTES, describe
+        from lightning_modules.data.sequences import preflight
+
+        d = describe(cfg)
+        # Unusable data fails here, in one line, before any trial starts.
+        preflight(cfg, large=d.format == "parquet" and d.bytes > SAMPLE_ABOVE_BYTES)
+        source, digest = d.source, d.digest
+        schema = {"mlflow_colspec": [{"name": k, "type": v} for k, v in d.schema.items()]}
+        profile = {"num_rows": d.rows, "files": d.files, "bytes": d.bytes, "format": d.format}
+    else:
+        options = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+        source = getattr(cfg, "url", None) or f"package://{cfg.name}"
+        digest = hashlib.sha256(options.encode()).hexdigest()[:16]
+        schema, profile = {}, {"options": cfg.model_dump(mode="json")}
+    dataset = Dataset(
+        name=cfg.name,
+        digest=digest,
+        source_type="http" if "://" in source else "local",
+        source=json.dumps({"url": source}),
+        schema=json.dumps(schema),
+        profile=json.dumps(profile),
+    )
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train/val/test")])
+
+
 def trial_params(spec: JobSpec, config: dict[str, Any]) -> dict[str, str]:
     """The full, flat hyperparameters of a trial: the same names in every child run."""
     trial = spec.trial_spec(config)
@@ -97,7 +131,13 @@ def trial_params(spec: JobSpec, config: dict[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in flat.items()}
 
 
-def open_parent_run(client: MlflowClient, tracking: Tracking, spec: JobSpec, job_id: str) -> str:
+def open_parent_run(
+    client: MlflowClient,
+    tracking: Tracking,
+    spec: JobSpec,
+    job_id: str,
+    dataset: DatasetInput | None = None,
+) -> str:
     """The job's parent run: reused when the job is resumed, created otherwise."""
     found = client.search_runs(
         [tracking.experiment_id], filter_string=f"tags.`{JOB_TAG}` = '{job_id}'", max_results=10
@@ -130,6 +170,8 @@ def open_parent_run(client: MlflowClient, tracking: Tracking, spec: JobSpec, job
     }
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
     client.log_dict(run.info.run_id, spec.model_dump(mode="json"), "job_spec.json")
+    if dataset is not None:
+        client.log_inputs(run.info.run_id, datasets=[dataset])
     return run.info.run_id
 
 
@@ -153,8 +195,10 @@ class MlflowTrialLogger(ray_tune.Callback):
         job_id: str,
         parent_id: str,
         existing: dict[str, str],
+        dataset: DatasetInput | None = None,
     ) -> None:
         self.tracking = tracking
+        self.dataset = dataset
         self.spec = spec
         self.job_id = job_id
         self.parent_id = parent_id
@@ -192,6 +236,8 @@ class MlflowTrialLogger(ray_tune.Callback):
         self.runs[trial.trial_id] = run.info.run_id
         self.configs[trial.trial_id] = dict(trial.config)
         self._log_params(run.info.run_id, trial.config)
+        if self.dataset is not None:
+            self.client.log_inputs(run.info.run_id, datasets=[self.dataset])
 
     def _log_params(self, run_id: str, config: dict) -> None:
         params = trial_params(self.spec, config)

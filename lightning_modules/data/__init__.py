@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lightning_modules.config import DataConfig
-from lightning_modules.data import digits, mnist, mnist1d, synthetic, text
+from lightning_modules.data import digits, mnist, mnist1d, sequences, synthetic, text
 from lightning_modules.data.base import SequenceData, SequenceDataModule
 
 BUILDERS = {
@@ -13,6 +13,7 @@ BUILDERS = {
     "adding": synthetic.build_adding,
     "copy": synthetic.build_copy,
     "text": text.build,
+    "sequences": sequences.build,
 }
 
 

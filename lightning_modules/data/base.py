@@ -27,6 +27,11 @@ class Split:
     def __len__(self) -> int:
         return len(self.x)
 
+    def head(self, n: int) -> Split:
+        """The first `n` examples (a streamed split reads only as far as it needs)."""
+        lengths = self.lengths[:n] if self.lengths is not None else None
+        return Split(self.x[:n], self.y[:n], lengths)
+
 
 @dataclass
 class SequenceData:
@@ -40,9 +45,13 @@ class SequenceData:
     seq_len: int
     extras: dict = field(default_factory=dict)
     """Dataset-specific artefacts saved with the model (e.g. the text vocabulary)."""
+    digest: str | None = None
+    """The source's own digest (user data: files + options), used as the fingerprint."""
 
     def fingerprint(self) -> str:
         """Content hash of all splits: identifies the exact data a model was trained and tested on."""
+        if self.digest is not None:
+            return self.digest
         h = hashlib.sha256()
         for split in (self.train, self.val, self.test):
             for t in (split.x, split.y):
@@ -99,8 +108,11 @@ class TensorBatches:
         s = self.split
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
+            x = s.x[idx]
             lengths = s.lengths[idx] if s.lengths is not None else None
-            yield s.x[idx], lengths, s.y[idx]
+            if lengths is not None and x.dim() == 3:
+                x = x[:, : int(lengths.max())]  # padding past the batch's longest is dead weight
+            yield x, lengths, s.y[idx]
 
 
 def data_parallel_rank(dm: pl.LightningDataModule) -> tuple[int, int]:
@@ -120,6 +132,15 @@ class SequenceDataModule(pl.LightningDataModule):
 
     def train_dataloader(self):
         rank, world = data_parallel_rank(self)
+        if not isinstance(self.data.train, Split):  # streamed from Parquet
+            from lightning_modules.data.parquet_stream import ParquetBatches, loader
+
+            # Under DDP every rank takes the same number of steps (the gradient all-reduce).
+            steps = max(1, len(self.data.train) // world // self.batch_size) if world > 1 else None
+            batches = ParquetBatches(
+                self.data.train, self.batch_size, True, self.seed, rank, world, steps
+            )
+            return loader(batches)
         return TensorBatches(
             self.data.train, self.batch_size, True, self.seed, rank, world, equal_shards=True
         )
@@ -130,8 +151,12 @@ class SequenceDataModule(pl.LightningDataModule):
     def test_dataloader(self):
         return self._eval_batches(self.data.test)
 
-    def _eval_batches(self, split: Split) -> TensorBatches:
+    def _eval_batches(self, split: Split):
         rank, world = data_parallel_rank(self)
+        if not isinstance(split, Split):  # streamed from Parquet: every rank's own row groups
+            from lightning_modules.data.parquet_stream import ParquetBatches, loader
+
+            return loader(ParquetBatches(split, max(self.batch_size, 256), False, 0, rank, world))
         return TensorBatches(split, max(self.batch_size, 256), False, rank=rank, world=world)
 
 

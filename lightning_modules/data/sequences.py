@@ -1,0 +1,207 @@
+"""The user's own sequences as a dataset: splits, fitted preprocessing, padded tensors + lengths.
+
+Splits come from separate URLs, a split column, or seeded ratios (stratified for
+classification). The test split is fixed by `split_seed` and never moves with the run's seed;
+validation is carved from training data by the run's seed. Statistics, classes and targets are
+fitted on the training split only and travel with the model (`extras["preprocessing"]`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lightning_modules.config import SequencesData
+from lightning_modules.data.base import SequenceData, Split
+from lightning_modules.data.sequence_files import (
+    SPLIT_NAMES,
+    DataFileError,
+    RawSequences,
+    digest,
+    list_files,
+    read,
+)
+from lightning_modules.preprocessing import Preprocessing, fit
+
+SPLITS = ("train", "val", "test")
+
+
+def ratio_split(
+    y: np.ndarray, fraction: float, seed: int, stratify: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(taken, rest) indices: `fraction` of each class (of all rows for regression), seeded."""
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(len(y))]
+    if stratify:
+        keys = np.array([str(v) for v in y])
+        groups = [np.flatnonzero(keys == k) for k in np.unique(keys)]
+    taken = []
+    for g in groups:
+        g = rng.permutation(g)
+        taken.append(g[: int(round(len(g) * fraction))])
+    taken_idx = np.sort(np.concatenate(taken)).astype(np.int64)
+    if len(taken_idx) == 0 and len(y) > 1:  # tiny data: still one example
+        taken_idx = np.array([int(rng.integers(len(y)))])
+    rest = np.setdiff1d(np.arange(len(y)), taken_idx)
+    return taken_idx, rest
+
+
+def load_splits(
+    cfg: SequencesData, seed: int, max_rows: int | None = None
+) -> dict[str, RawSequences]:
+    """Raw train/val/test sequences, as the spec's split options say (`max_rows`: a sample)."""
+    data = read(cfg.url, cfg, max_rows)
+    stratify = cfg.task == "classification"
+    if cfg.split_column:
+        names = np.array([SPLIT_NAMES.get(str(v).lower(), "") for v in data.split])
+        unknown = sorted({str(v) for v, n in zip(data.split, names, strict=True) if not n})
+        if unknown:
+            raise DataFileError(
+                f"data.split_column: values {unknown[:5]} are not train, val (validation) or test"
+            )
+        out = {s: data.take(np.flatnonzero(names == s)) for s in SPLITS}
+        missing = [s for s in SPLITS if len(out[s]) == 0]
+        if missing and max_rows is None:
+            raise DataFileError(f"data.split_column: no {missing[0]} sequences in {cfg.url}")
+    else:
+        out = {}
+        if cfg.test_url:
+            out["test"] = read(cfg.test_url, cfg, max_rows)
+        else:
+            test, rest = ratio_split(data.y, cfg.test_fraction, cfg.split_seed, stratify)
+            out["test"], data = data.take(test), data.take(rest)
+        if cfg.val_url:
+            out["val"] = read(cfg.val_url, cfg, max_rows)
+        else:
+            val, rest = ratio_split(data.y, cfg.val_fraction, seed, stratify)
+            out["val"], data = data.take(val), data.take(rest)
+        out["train"] = data
+    if cfg.limit is not None:
+        # A seeded sample, not the first rows: files are often sorted by label.
+        keep = np.random.default_rng(seed).permutation(len(out["train"]))[: cfg.limit]
+        out["train"] = out["train"].take(np.sort(keep))
+    for s in SPLITS:
+        if out[s].feature_names != out["train"].feature_names:
+            raise DataFileError(
+                f"data: the {s} split has features {out[s].feature_names}, "
+                f"training has {out['train'].feature_names}"
+            )
+    return out
+
+
+def fit_preprocessing(cfg: SequencesData, train: RawSequences) -> Preprocessing:
+    prep = Preprocessing(train.feature_names, [], [], [], max_len=cfg.max_len, keep=cfg.keep)
+    x = [prep.truncate(s) for s in train.x]
+    return fit(
+        x,
+        train.y,
+        train.feature_names,
+        cfg.task,
+        cfg.standardize,
+        cfg.standardize_target,
+        cfg.max_len,
+        cfg.keep,
+        cfg.missing,
+    )
+
+
+def check_labels(cfg: SequencesData, splits: dict[str, RawSequences]) -> None:
+    """Missing labels, non-finite targets and classes unseen in training fail by name."""
+    for s, raw in splits.items():
+        y = raw.y
+        if cfg.task == "regression":
+            bad = np.flatnonzero(~np.isfinite(y).all(axis=1))
+        else:
+            bad = np.flatnonzero([v is None or (isinstance(v, float) and np.isnan(v)) for v in y])
+        if len(bad):
+            raise DataFileError(
+                f"data.label_column: {len(bad)} missing or non-finite labels in the {s} split "
+                f"(first: {raw.where[bad[0]]})"
+            )
+
+
+def check_missing(cfg: SequencesData, splits: dict[str, RawSequences], prep: Preprocessing):
+    """With `missing: refuse`, NaN feature values fail with their count and first place."""
+    if cfg.missing != "refuse":
+        return
+    total, first = 0, None
+    for s in SPLITS:
+        for i, x in enumerate(splits[s].x):
+            nan = np.isnan(prep.truncate(x))
+            if nan.any():
+                total += int(nan.sum())
+                if first is None:
+                    step, feat = np.argwhere(nan)[0]
+                    first = f"{splits[s].where[i]} step {step} feature {prep.feature_names[feat]!r}"
+    if total:
+        raise DataFileError(
+            f"data.missing: {total} missing (NaN) feature values (first: {first}); clean them or "
+            "set data.missing to mean or ffill"
+        )
+
+
+def to_split(raw: RawSequences, prep: Preprocessing, task: str, name: str) -> Split:
+    xs = [prep.apply(x) for x in raw.x]
+    lengths = np.array([len(x) for x in xs], dtype=np.int64)
+    if lengths.min(initial=1) == 0:
+        i = int(np.argmin(lengths))
+        raise DataFileError(f"data: empty sequence in the {name} split ({raw.where[i]})")
+    batch = np.zeros((len(xs), int(lengths.max(initial=1)), prep.input_size), dtype=np.float32)
+    for i, x in enumerate(xs):
+        batch[i, : len(x)] = x  # (N, T_max, F), zero past each length (packed in the model)
+    if task == "classification":
+        known = set(prep.classes)
+        unseen = [v for v in raw.y if v not in known]
+        if unseen:
+            raise DataFileError(
+                f"data.label_column: label {unseen[0]!r} in the {name} split is not among the "
+                f"training split's classes {prep.classes[:10]}"
+            )
+        y = torch.as_tensor(prep.encode_labels(raw.y))
+    else:
+        y = torch.as_tensor(prep.scale_targets(raw.y))
+    return Split(torch.from_numpy(batch), y, torch.from_numpy(lengths))
+
+
+def streams(cfg: SequencesData) -> bool:
+    """Whether this dataset is read by row groups (`reader`, or `auto` and large Parquet)."""
+    if cfg.reader != "auto":
+        return cfg.reader == "stream"
+    fs, files, fmt = list_files(cfg.url, cfg.format)
+    return fmt == "parquet" and sum(fs.size(f) for f in files) > cfg.stream_above_mb * 1e6
+
+
+def build(cfg: SequencesData, seed: int) -> SequenceData:
+    if streams(cfg):
+        from lightning_modules.data.parquet_stream import build_stream
+
+        return build_stream(cfg, seed)
+    splits = load_splits(cfg, seed)
+    check_labels(cfg, splits)
+    prep = fit_preprocessing(cfg, splits["train"])
+    check_missing(cfg, splits, prep)
+    tensors = {s: to_split(splits[s], prep, cfg.task, s) for s in SPLITS}
+    seq_len = max(int(t.lengths.max()) for t in tensors.values())
+    out = len(prep.classes) if cfg.task == "classification" else tensors["train"].y.shape[1]
+    return SequenceData(
+        train=tensors["train"],
+        val=tensors["val"],
+        test=tensors["test"],
+        input_size=prep.input_size,
+        out_features=out,
+        seq_len=seq_len,
+        extras={"preprocessing": prep.to_dict()},
+        digest=digest(cfg),
+    )
+
+
+def preflight(cfg: SequencesData, large: bool, sample: int = 2000) -> None:
+    """Read the data (a sample of a `large` one) as a trial would, so a job with unusable data
+    fails in one line before any trial starts."""
+    splits = load_splits(cfg, seed=0, max_rows=sample if large else None)
+    check_labels(cfg, splits)
+    prep = fit_preprocessing(cfg, splits["train"])
+    check_missing(cfg, splits, prep)
+    if not large:  # a sample's splits may miss classes that the whole data has
+        for s in SPLITS:
+            to_split(splits[s], prep, cfg.task, s)

@@ -1,0 +1,95 @@
+"""A search on the user's own Parquet file: tracked as an MLflow dataset, registered, served."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from lightning_modules.data.sequence_files import DataFileError
+from tests.sequence_files import CLASSES, sensor_sequences, write_parquet
+from tune.driver import run_job
+from tune.spec import parse_job_spec
+from tune.tracking import PARENT_TAG
+
+pytestmark = pytest.mark.slow
+
+
+def _spec(mlflow_url: str, tmp_path, url: str):
+    return parse_job_spec(
+        {
+            "name": "sensors",
+            "data": {"name": "sequences", "url": url},
+            "model": {"cell_type": "gru", "hidden_size": 24, "bidirectional": True},
+            "optim": {"batch_size": 32, "grad_clip": 2.0},
+            "search_space": {"lr": {"grid": [0.01, 0.005]}},
+            "search": {"algorithm": "grid", "num_samples": 1},
+            "scheduler": {"name": "fifo"},
+            "budget": {"max_epochs": 12},
+            "storage": {"url": str(tmp_path / "store")},
+            "tracking": {"uri": mlflow_url, "experiment": "sequences-tests"},
+            "registry": {"model_name": "sensors-test"},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def sensor_job(ray_local, mlflow_server, tmp_path_factory):
+    """The job's data URL is relative: trials run in their own working directories."""
+    tmp = tmp_path_factory.mktemp("sensors")
+    xs, labels, _ = sensor_sequences(n=300, seed=1)
+    write_parquet(tmp / "data" / "sensors.parquet", xs, labels)
+    mp = pytest.MonkeyPatch()
+    mp.chdir(tmp)
+    try:
+        summary = run_job(_spec(mlflow_server, tmp, "data/sensors.parquet"))
+    finally:
+        mp.undo()
+    return summary
+
+
+def test_search_on_user_parquet_learns_and_registers(sensor_job):
+    assert sensor_job.trials == 2 and sensor_job.trial_states == {"done": 2}
+    assert sensor_job.best_metric > 0.8
+    assert sensor_job.registration is not None and sensor_job.registration.test_value > 0.75
+
+
+def test_dataset_logged_on_parent_and_children_with_the_registry_digest(sensor_job, mlflow_server):
+    client = MlflowClient(mlflow_server)
+    parent = client.get_run(sensor_job.parent_run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
+    )
+    reg = sensor_job.registration
+    version = client.get_model_version(reg.model_name, reg.version)
+    digest = version.tags["data_fingerprint"]
+    for run in [parent, *children]:
+        datasets = [d.dataset for d in run.inputs.dataset_inputs]
+        assert any(d.digest == digest and d.name == "sequences" for d in datasets), datasets
+    logged = next(d.dataset for d in parent.inputs.dataset_inputs if d.dataset.digest == digest)
+    assert '"num_rows": 300' in logged.profile and "sensors.parquet" in logged.source
+    assert "sequence" in logged.schema and "label" in logged.schema
+
+
+def test_registered_pyfunc_answers_raw_sequences_in_user_labels(sensor_job, mlflow_server):
+    reg = sensor_job.registration
+    mlflow.set_tracking_uri(mlflow_server)
+    model = mlflow.pyfunc.load_model(f"models:/{reg.model_name}/{reg.version}")
+    xs, labels, _ = sensor_sequences(n=60, seed=7)  # fresh raw sequences, ragged
+    padded = np.full((len(xs), max(len(x) for x in xs), 2), np.nan, np.float32)
+    for i, x in enumerate(xs):
+        padded[i, : len(x)] = x
+    pred = model.predict(padded)
+    assert set(pred["label"]) <= set(CLASSES)
+    accuracy = float(np.mean(pred["label"].to_numpy() == np.array(labels)))
+    assert accuracy > 0.75, accuracy
+
+
+def test_unusable_data_fails_before_any_trial(ray_local, mlflow_server, tmp_path):
+    xs, labels, _ = sensor_sequences(n=40)
+    path = write_parquet(tmp_path / "d.parquet", xs, labels)
+    spec = _spec(mlflow_server, tmp_path, str(path))
+    bad = spec.model_copy(update={"data": spec.data.model_copy(update={"label_column": "y"})})
+    with pytest.raises(DataFileError, match="no column 'y'"):
+        run_job(bad)
