@@ -274,6 +274,15 @@ class TrainSpec(Section):
     optim: OptimConfig = OptimConfig()
     trainer: TrainerConfig = TrainerConfig()
 
+    @model_validator(mode="after")
+    def _check_readout(self) -> TrainSpec:
+        if self.data.name == "sequences" and self.model.readout == "linear_all":
+            raise ValueError(
+                "model.readout: linear_all reads a fixed number of steps; the user's sequences "
+                "vary in length: use last or mean"
+            )
+        return self
+
     @property
     def task(self) -> TaskKind:
         return task_of(self.data)

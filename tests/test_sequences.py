@@ -320,3 +320,28 @@ def test_streamed_ranks_read_disjoint_row_groups(tmp_path, sensors):
         sum(1 for _ in ParquetBatches(data.train, 16, True, 0, rank, 2, steps=6)) for rank in (0, 1)
     ]
     assert steps == [6, 6]
+
+
+def test_spec_refuses_what_cannot_apply_to_user_data():
+    from lightning_modules.config import SpecError, validate_spec
+    from tune.spec import parse_job_spec
+
+    with pytest.raises(SpecError, match=r"^model\.readout: linear_all reads a fixed number"):
+        parse_job_spec(
+            {"data": {"name": "sequences", "url": "x.parquet"}, "model": {"readout": "linear_all"}}
+        )
+    with pytest.raises(SpecError, match=r"^data\.split_column: give a split column or"):
+        validate_spec(
+            TrainSpec,
+            {"data": {"name": "sequences", "url": "x", "split_column": "s", "test_url": "y"}},
+            "spec",
+        )
+    with pytest.raises(SpecError, match=r"^data\.label_column: classification takes one"):
+        validate_spec(
+            TrainSpec, {"data": {"name": "sequences", "url": "x", "label_column": ["a", "b"]}}, "s"
+        )
+    job = parse_job_spec({"data": {"name": "sequences", "url": "x.parquet"}})
+    assert set(job.space) >= {"cell_type", "num_layers", "hidden_size", "bidirectional", "lr"}
+    assert job.monitor == ("val_acc", "max")
+    reg = parse_job_spec({"data": {"name": "sequences", "url": "x", "task": "regression"}})
+    assert reg.task == "regression" and reg.monitor == ("val_loss", "min")

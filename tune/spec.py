@@ -191,6 +191,10 @@ class JobSpec(_Strict):
 
     @model_validator(mode="after")
     def _check_search(self) -> JobSpec:
+        try:
+            self.base_train_spec()  # the fixed settings on their own, before any search value
+        except ValidationError as e:
+            raise ValueError(format_validation_error(e)) from None
         space = self.space
         for key, dist in space.items():
             if key not in SEARCHABLE:
