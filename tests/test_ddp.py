@@ -141,3 +141,33 @@ def test_ddp_job_trains_two_ranks_and_registers(ray_local, mlflow_server, tmp_pa
     pred = model.predict(data.test.x.numpy())
     acc = float((pred["label"].to_numpy() == data.test.y.numpy()).mean())
     assert acc == pytest.approx(reg.test_value, abs=0.005)
+
+
+@pytest.mark.slow
+def test_ddp_job_on_streamed_parquet_reads_rank_shards(ray_local, mlflow_server, tmp_path):
+    """Two ranks stream the user's Parquet file by row groups: disjoint shards, equal steps."""
+    from lightning_modules.data.parquet_stream import ParquetBatches
+    from tests.sequence_files import sensor_sequences, write_parquet
+
+    xs, labels, _ = sensor_sequences(n=240)
+    path = write_parquet(tmp_path / "sensors.parquet", xs, labels)  # 5 row groups of 50
+    batch = 16
+    raw = _raw(
+        tmp_path,
+        mlflow_server,
+        data={"name": "sequences", "url": str(path), "reader": "stream"},
+        optim={"batch_size": batch, "lr": 0.01},
+        registry={"enabled": False},
+    )
+    spec = parse_job_spec(raw)
+    summary = run_job(spec)
+    assert summary.trial_states == {"done": 1} and not summary.errors, summary
+    data = build_data(spec.data, spec.trainer.seed)
+    (trial_dir, rows), *_ = _trial_results(tmp_path / "store", summary.job_id).items()
+    assert [r["epoch"] for r in rows] == list(range(1, EPOCHS + 1))
+    assert all(r[WORLD_SIZE] == 2 for r in rows)
+    ckpt = trial_dir / rows[-1]["checkpoint_dir_name"] / CHECKPOINT_FILE
+    steps = len(data.train) // 2 // batch  # every rank the same, whatever its shard's size
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == EPOCHS * steps
+    val = load_module(ckpt).evaluate(ParquetBatches(data.val, 256, False), stage="val")
+    assert rows[-1]["val_acc"] == pytest.approx(val["val_acc"], abs=1e-6)

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 import requests
@@ -154,6 +155,42 @@ def test_submit_follow_runs_to_champion(stack, tmp_path):
     assert job_id in status.stdout and "SUCCEEDED" in status.stdout
     logs = subprocess.run([RNNTUNE, "logs", job_id, "--tail", "5"], env=env, capture_output=True)
     assert logs.returncode == 0 and len(logs.stdout.splitlines()) <= 5
+
+
+def test_user_data_job_through_the_service(stack, tmp_path):
+    """A job on the user's own Parquet file, submitted like any other, serves their labels."""
+    import mlflow
+
+    from tests.sequence_files import CLASSES, sensor_sequences, write_parquet
+
+    state, env, _ = stack
+    xs, labels, _ = sensor_sequences(n=200, seed=2)
+    data = write_parquet(tmp_path / "sensors.parquet", xs, labels)
+    job = small_job("svc-sensors", epochs=8, registry=True)
+    job["data"] = {"name": "sequences", "url": str(data)}
+    job["model"] = {"cell_type": "gru", "hidden_size": 24, "bidirectional": True}
+    job["optim"] = {"lr": 0.01, "batch_size": 32}
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(job))
+    proc = subprocess.run(
+        [RNNTUNE, "submit", str(spec), "--follow"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "status   SUCCEEDED" in proc.stdout
+    mlflow.set_tracking_uri(state.tracking_uri)
+    champion = MlflowClient(state.tracking_uri).get_model_version_by_alias(
+        "svc-sensors", "champion"
+    )
+    assert champion.tags["dataset"] == "sequences" and float(champion.tags["test_acc"]) > 0.6
+    model = mlflow.pyfunc.load_model(f"models:/svc-sensors/{champion.version}")
+    padded = np.full((10, max(len(x) for x in xs[:10]), 2), np.nan, np.float32)
+    for i, x in enumerate(xs[:10]):
+        padded[i, : len(x)] = x  # trailing all-NaN steps are padding
+    assert set(model.predict(padded)["label"]) <= set(CLASSES)
 
 
 def test_auth_and_ownership(api):
