@@ -60,8 +60,10 @@ def _sequence(seq: Any, limits: Limits, where: str) -> np.ndarray:
     f = limits.input_size
     try:
         x = np.asarray(seq, dtype=np.float32)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise BadInput(f"{where}: not a rectangular array of numbers") from None
+    except OverflowError:
+        raise BadInput(f"{where}: a number too large for float32") from None
     if x.ndim == 1 and f > 0 and x.size % f == 0 and x.size:
         x = x.reshape(-1, f)  # a flattened sequence of T*F numbers
     if x.ndim != 2 or x.shape[1] != f:

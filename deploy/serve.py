@@ -22,6 +22,7 @@ from starlette.responses import Response
 from deploy import inputs
 from deploy.inputs import BadInput, Limits, Prompts, Sequences
 from deploy.pyfunc import output_records
+from lightning_modules.documents import DocumentError, load_json
 from tune.cluster import ensure_ray
 
 log = logging.getLogger("rnntune.serve")
@@ -197,9 +198,9 @@ class ModelServer:
         if kind and kind != "application/json" and not kind.endswith("+json"):
             raise BadInput(f"body: Content-Type {kind} is not JSON (send application/json)")
         try:
-            return json.loads(b"".join(chunks))
-        except ValueError:  # UnicodeDecodeError included
-            raise BadInput("body: not valid JSON") from None
+            return load_json(b"".join(chunks), walk=False)
+        except DocumentError as e:
+            raise BadInput(f"body: {e}") from None
 
     async def _batched(self, parsed: Sequences) -> tuple[np.ndarray, str | None]:
         """`_score` through the batch queue. The wait for company applies only while other

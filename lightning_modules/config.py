@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -333,13 +332,17 @@ class SpecError(ValueError):
 
 def read_spec_file(path: str | Path) -> object:
     """The YAML (or JSON) document in a spec file; unreadable files become a SpecError."""
+    from lightning_modules.documents import DocumentError, load_yaml
+
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text())
+        return load_yaml(path.read_text())
     except FileNotFoundError as e:
         raise SpecError(f"{path}: no such file") from e
-    except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML ({e})") from e
+    except IsADirectoryError as e:
+        raise SpecError(f"{path}: a folder, not a spec file") from e
+    except DocumentError as e:
+        raise SpecError(f"{path}: {e}") from e
 
 
 def validate_spec(model: type[BaseModel], raw: object, source: str):

@@ -293,6 +293,13 @@ def add_service_commands(sub) -> None:
     """The local stack and the job service's client commands."""
     p = sub.add_parser("up", help="start Ray, MLflow and the job service on 127.0.0.1")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs the Ray head offers")
+    p.add_argument(
+        "--allow-path",
+        action="append",
+        default=None,
+        help="a folder or URL prefix jobs may read data from (repeatable; default: the current "
+        "folder); everything else is refused by the service and by the job drivers",
+    )
     sub.add_parser("down", help="stop what `rnntune up` started")
     p = sub.add_parser("submit", help="submit a job spec to the job service")
     p.add_argument("spec")
@@ -312,11 +319,16 @@ def guarded(fn: Callable[..., int], *args) -> int:
     """Run a command; bad input becomes a message and exit code 2, never a traceback."""
     from lightning_modules.config import SpecError
     from service.client import ServiceError
+    from tune.policy import PolicyViolation
 
     try:
         return fn(*args)
     except SpecError as e:
         print(f"rnntune: invalid spec:\n{e}", file=sys.stderr)
+        return 2
+    except PolicyViolation as e:
+        problems = "\n".join(f"{f}: {m}" for f, m in e.problems)
+        print(f"rnntune: refused by the cluster's policy:\n{problems}", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError, ServiceError, RuntimeError) as e:
         print(f"rnntune: {e}", file=sys.stderr)
@@ -354,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         case "serve":
             return guarded(cmd_serve, args)
         case "up":
-            return guarded(remote.cmd_up, args.num_cpus)
+            return guarded(remote.cmd_up, args.num_cpus, args.allow_path)
         case "down":
             return guarded(remote.cmd_down)
         case "submit":

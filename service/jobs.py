@@ -10,10 +10,12 @@ from pydantic import ValidationError
 
 from lightning_modules.config import validation_problems
 from service.auth import Principal
+from service.ceilings import ceiling_problems
 from service.progress import job_progress
 from service.ray_jobs import RayJobMissing, RayJobs, RayUnavailable
 from service.settings import Settings
-from service.store import ACTIVE, FAILED, PENDING, Job, JobStore
+from service.store import ACTIVE, FAILED, PENDING, STOPPED, Job, JobStore, OverQuota
+from tune.policy import PolicyViolation
 from tune.spec import JobSpec, new_job_id, trial_count
 
 log = logging.getLogger("rnntune.service")
@@ -50,20 +52,25 @@ class JobService:
         except ValidationError as e:
             raise SpecInvalid(validation_problems(e)) from None
         spec = self._with_service_defaults(spec)
+        try:
+            self.settings.policy().check(spec, on_cluster=False)  # decided from the text alone
+        except PolicyViolation as e:
+            raise SpecInvalid(e.problems) from None
         s = self.settings
+        r = spec.resources
         limits = [
             ("trials per job", trial_count(spec), s.max_trials_per_job),
-            ("CPUs per trial", spec.resources.cpus, s.max_cpus_per_trial),
-            ("GPUs per trial", spec.resources.gpus, s.max_gpus_per_trial),
+            ("CPUs per trial (workers x cpus)", r.workers * r.cpus, s.max_cpus_per_trial),
+            ("GPUs per trial (workers x gpus)", r.workers * r.gpus, s.max_gpus_per_trial),
+            ("driver CPUs", r.driver_cpus, s.max_driver_cpus),
+            ("driver GPUs", r.driver_gpus, s.max_driver_gpus),
         ]
         for what, asked, limit in limits:
             if asked > limit:
                 raise QuotaExceeded(f"quota: {asked:g} {what} asked, the limit is {limit:g}")
-        active = len(self.store.active(caller.user))
-        if active >= s.max_concurrent_jobs:
-            raise QuotaExceeded(
-                f"quota: {caller.user} has {active} active jobs, the limit is {s.max_concurrent_jobs}"
-            )
+        problems = ceiling_problems(spec, s)
+        if problems:
+            raise SpecInvalid(problems)
         return spec
 
     def _with_service_defaults(self, spec: JobSpec) -> JobSpec:
@@ -85,8 +92,9 @@ class JobService:
         return spec.model_copy(update={"storage": storage, "tracking": tracking})
 
     def submit(self, spec: JobSpec, caller: Principal) -> Job:
-        """Stores the job first (nothing is lost if Ray refuses), then submits it."""
-        job = self.store.add(
+        """Stores the job first, within the caller's quota of active jobs (checked and stored in
+        one transaction), then submits it: nothing is lost if Ray refuses."""
+        job = self._store_within_quota(
             Job(
                 id=new_job_id(spec),
                 owner=caller.user,
@@ -98,7 +106,8 @@ class JobService:
                 experiment=spec.tracking.experiment or spec.name,
                 status=PENDING,
                 trials={},
-            )
+            ),
+            caller,
         )
         try:
             self.ray.submit(job.id, spec, caller.user)
@@ -106,6 +115,15 @@ class JobService:
             self.store.update(job.id, status=FAILED, message=f"submission failed: {e}")
             raise
         return job
+
+    def _store_within_quota(self, job: Job, caller: Principal) -> Job:
+        limit = self.settings.max_concurrent_jobs
+        try:
+            return self.store.add_within_quota(job, limit)
+        except OverQuota as e:
+            raise QuotaExceeded(
+                f"quota: {caller.user} has {e.active} active jobs, the limit is {limit}"
+            ) from None
 
     def visible(self, job_id: str, caller: Principal) -> Job:
         """The job if the caller may see it; another user's job is indistinguishable from none."""
@@ -126,7 +144,8 @@ class JobService:
             except RayUnavailable as e:
                 log.warning("status of %s not refreshed: %s", job.id, e)
         final = updates.get("status", job.status) not in ACTIVE
-        if not job.progress_final:
+        # Only the service's own MLflow is ever queried: a URI from a spec is never opened here.
+        if not job.progress_final and job.tracking_uri == self.settings.tracking_uri:
             try:
                 p = job_progress(job.tracking_uri, job.experiment, job.metric, job.mode, job.id)
                 updates.update(
@@ -144,13 +163,20 @@ class JobService:
         return self.store.update(job.id, **updates)
 
     def stop(self, job: Job) -> Job:
-        """Asks Ray to stop an active job; a finished job is returned as it is (idempotent)."""
+        """Asks Ray to stop an active job; a finished job is returned as it is (idempotent).
+
+        A job Ray never started (no resources for its driver) stays PENDING there; it is
+        STOPPED here at once, so it stops counting against its owner's quota.
+        """
         if job.status in ACTIVE:
             try:
                 self.ray.stop(job.id)
             except RayJobMissing:
                 pass
-        return self.sync(job)
+        job = self.sync(job)
+        if job.status == PENDING:
+            job = self.store.update(job.id, status=STOPPED, message="stopped before it started")
+        return job
 
     def resync_active(self) -> int:
         """At start-up: refresh every job the store still thinks is active."""

@@ -12,14 +12,15 @@ from service.stack import down, load_stack, up
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
-def cmd_up(num_cpus: int | None) -> int:
+def cmd_up(num_cpus: int | None, allow_paths: list[str] | None = None) -> int:
     """Start Ray, MLflow and the job service on loopback; print their addresses and the token."""
     print("starting a Ray head, an MLflow server and the job service on 127.0.0.1 ...")
-    stack = up(num_cpus)
+    stack = up(num_cpus, allow_paths)
     print(f"job service  {stack.url}  (API docs {stack.url}/docs)")
     print(f"Ray          {stack.ray_address}  (dashboard)")
     print(f"MLflow       {stack.tracking_uri}")
     print(f"token        {stack.token}")
+    print(f"data from    {', '.join(stack.allowed_url_prefixes)} (more with --allow-path)")
     print(f"state        {stack.dir} (stop everything with `rnntune down`)")
     return 0
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tune.policy import Policy
+
 
 class Settings(BaseSettings):
     """Everything the service needs to know; `RNNTUNE_<FIELD>` sets each one."""
@@ -40,6 +42,30 @@ class Settings(BaseSettings):
     max_gpus_per_trial: float = Field(1.0, ge=0)
     max_body_bytes: int = Field(256 * 1024, ge=1024)
     """Request bodies above this answer 413."""
+    max_driver_cpus: float = Field(2.0, ge=0)
+    max_driver_gpus: float = Field(0.0, ge=0)
+    """Resources a job's driver may reserve (`resources.driver_cpus` / `driver_gpus`)."""
+    max_parameters: int = Field(20_000_000, ge=1)
+    """Weights of the largest network a job's search space can sample (computed from the spec)."""
+    max_generated_examples: int = Field(1_000_000, ge=1)
+    """Examples a built-in generated dataset may have (mnist1d, adding, copy)."""
+    max_sequence_length: int = Field(10_000, ge=1)
+    """Steps per sequence (generated datasets, text windows, user data's `max_len`)."""
+    allowed_url_prefixes: list[str] = Field(default_factory=list)
+    """Data and storage URLs a job may use must lie under one of these (JSON list): object-store
+    prefixes (`s3://team-bucket/`), local folders, http(s) prefixes; `storage_url` is always
+    allowed for checkpoints. Set the same variable on the Ray cluster: its job drivers check
+    again (see tune/policy.py)."""
+    allow_spec_tracking_uri: bool = False
+    """Let a spec name its own MLflow URI (the service never opens it either way)."""
+
+    def policy(self) -> Policy:
+        return Policy(
+            allowed_url_prefixes=self.allowed_url_prefixes,
+            storage_url=self.storage_url,
+            tracking_uri=self.tracking_uri,
+            allow_spec_tracking_uri=self.allow_spec_tracking_uri,
+        )
 
     @property
     def ui_base(self) -> str | None:

@@ -71,6 +71,7 @@ class Stack:
     dir: str
     ray_temp_dir: str
     components: list[Component] = field(default_factory=list)
+    allowed_url_prefixes: list[str] = field(default_factory=list)  # where jobs may read data
 
 
 def launch(name: str, argv: list[str], env: dict[str, str], logdir: Path, url: str) -> Component:
@@ -207,14 +208,22 @@ def _tail(path: str, lines: int = 15) -> str:
         return ""
 
 
-def up(num_cpus: int | None = None) -> Stack:
-    """Starts Ray, MLflow and the service on loopback; writes `$RNNTUNE_HOME/stack.json`."""
+def up(num_cpus: int | None = None, allow_paths: list[str] | None = None) -> Stack:
+    """Starts Ray, MLflow and the service on loopback; writes `$RNNTUNE_HOME/stack.json`.
+
+    Jobs may read data only under `allow_paths` (default: the current folder) and write under
+    the stack's storage; the service checks each spec and the Ray head's job drivers again.
+    """
     from service.auth import hash_token, new_token
 
     root = home() / "stack"
     if (state := load_stack()) is not None and any(c.alive() for c in state.components):
         raise RuntimeError(f"a stack is already up (service at {state.url}); `rnntune down` first")
     root.mkdir(parents=True, exist_ok=True)
+    allowed = [
+        p if "://" in p else str(Path(p).expanduser().resolve())
+        for p in (allow_paths or [str(Path.cwd())])
+    ]
     token, ray_token = new_token(), new_token()
     stack_tmp = tempfile.mkdtemp(prefix="rnt-")  # short: Ray's socket paths must fit 107 bytes
     tokens_file = root / "tokens.json"
@@ -224,14 +233,15 @@ def up(num_cpus: int | None = None) -> Stack:
     tokens_file.chmod(0o600)
     started: list[Component] = []
     try:
-        ray_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ray_token}
-        ray_head = start_ray_head(root / "logs", Path(stack_tmp), num_cpus, ray_env)
-        started.append(ray_head)
         mlflow = start_mlflow(root)
         started.append(mlflow)
+        policy_env = policy_settings(allowed, str(root / "storage"), mlflow.url)
+        ray_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ray_token, **policy_env}
+        ray_head = start_ray_head(root / "logs", Path(stack_tmp), num_cpus, ray_env)
+        started.append(ray_head)
         wait_ready(ray_head, "/api/version")
         wait_ready(mlflow, "/health")
-        env = service_env(root, ray_head.url, mlflow.url, tokens_file, ray_token)
+        env = service_env(root, ray_head.url, mlflow.url, tokens_file, ray_token, allowed)
         service = start_service(root / "logs", env)
         started.append(service)
         wait_ready(service, "/healthz")
@@ -240,7 +250,15 @@ def up(num_cpus: int | None = None) -> Stack:
         shutil.rmtree(stack_tmp, ignore_errors=True)
         raise
     stack = Stack(
-        service.url, token, ray_head.url, ray_token, mlflow.url, str(root), stack_tmp, started
+        service.url,
+        token,
+        ray_head.url,
+        ray_token,
+        mlflow.url,
+        str(root),
+        stack_tmp,
+        started,
+        allowed,
     )
     path = home() / "stack.json"
     path.write_text(json.dumps(asdict(stack), indent=2))
@@ -248,18 +266,31 @@ def up(num_cpus: int | None = None) -> Stack:
     return stack
 
 
+def policy_settings(allowed: list[str], storage_url: str, tracking_uri: str) -> dict[str, str]:
+    """The settings the service and the cluster's job drivers both read (tune/policy.py)."""
+    return {
+        "RNNTUNE_ALLOWED_URL_PREFIXES": json.dumps(allowed),
+        "RNNTUNE_STORAGE_URL": storage_url,
+        "RNNTUNE_TRACKING_URI": tracking_uri,
+    }
+
+
 def service_env(
-    root: Path, ray_url: str, tracking_uri: str, tokens_file: Path, ray_token: str | None
+    root: Path,
+    ray_url: str,
+    tracking_uri: str,
+    tokens_file: Path,
+    ray_token: str | None,
+    allowed: list[str] | None = None,
 ) -> dict[str, str]:
     """The service's settings for a local stack (every field from `RNNTUNE_*`)."""
     return {
         **({"RNNTUNE_RAY_AUTH_TOKEN": ray_token} if ray_token else {}),
         "RNNTUNE_DATABASE_URL": f"sqlite:///{root / 'jobs.db'}",
         "RNNTUNE_RAY_ADDRESS": ray_url,
-        "RNNTUNE_TRACKING_URI": tracking_uri,
-        "RNNTUNE_STORAGE_URL": str(root / "storage"),
         "RNNTUNE_CLUSTER_PYTHON": sys.executable,
         "RNNTUNE_TOKENS_FILE": str(tokens_file),
+        **policy_settings(allowed or [], str(root / "storage"), tracking_uri),
         **RAY_LOCAL_ENV,
     }
 

@@ -8,8 +8,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, create_engine, func, select
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED = (
@@ -58,6 +70,23 @@ class Job(Base):
     progress_final: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class Owner(Base):
+    """One row per job owner: admissions lock it, so one owner's quota checks run one at a time."""
+
+    __tablename__ = "owners"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    admissions: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class OverQuota(Exception):
+    """`add_within_quota` found the owner at their limit of active jobs."""
+
+    def __init__(self, active: int) -> None:
+        super().__init__(active)
+        self.active = active
+
+
 class JobStore:
     """Owns the engine; every call is its own short transaction."""
 
@@ -75,6 +104,38 @@ class JobStore:
         with self.session() as s:
             s.add(job)
         return job
+
+    def add_within_quota(self, job: Job, max_active: int) -> Job:
+        """Stores `job` unless its owner already has `max_active` active jobs, atomically.
+
+        The owner's row is updated first, so the write lock (SQLite) or the row lock (Postgres)
+        is taken before the count: concurrent admissions of one owner count one after another,
+        across threads and across service replicas sharing the database.
+        """
+        self._ensure_owner(job.owner)
+        with self.session() as s:
+            s.execute(
+                update(Owner)
+                .where(Owner.owner == job.owner)
+                .values(admissions=Owner.admissions + 1)
+            )
+            active = s.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.owner == job.owner, Job.status.in_(ACTIVE))
+            )
+            if active >= max_active:
+                raise OverQuota(active)  # rolls the transaction back
+            s.add(job)
+        return job
+
+    def _ensure_owner(self, owner: str) -> None:
+        try:
+            with self.session() as s:
+                if s.get(Owner, owner) is None:
+                    s.add(Owner(owner=owner, admissions=0))
+        except IntegrityError:
+            pass  # another admission created it first
 
     def get(self, job_id: str) -> Job | None:
         with self.session() as s:

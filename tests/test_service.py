@@ -73,14 +73,34 @@ class Api:
             time.sleep(1.5)
         raise TimeoutError(f"job {job_id} stuck at {job}")
 
+    def wait_idle(self, timeout: float = 240, user: str = "alice") -> None:
+        """Until none of the user's jobs is active (earlier tests' jobs have ended)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            jobs = self.call("GET", "/jobs", user).json()["items"]
+            if not [j for j in jobs if j["status"] in ("PENDING", "RUNNING")]:
+                return
+            time.sleep(1.5)
+        raise TimeoutError(f"{user} still has active jobs")
+
 
 @pytest.fixture(scope="module")
-def stack(ray_env, tmp_path_factory):
+def allowed_data(tmp_path_factory) -> Path:
+    """The one folder the stack's jobs may read data from (`rnntune up --allow-path`)."""
+    return tmp_path_factory.mktemp("allowed-data")
+
+
+@pytest.fixture(scope="module")
+def stack(ray_env, tmp_path_factory, allowed_data):
     """`rnntune up` in a private RNNTUNE_HOME; `rnntune down` afterwards in any case."""
     home = tmp_path_factory.mktemp("rnntune-home")
     env = {**os.environ, "RNNTUNE_HOME": str(home)}
     up = subprocess.run(
-        [RNNTUNE, "up", "--num-cpus", "2"], env=env, capture_output=True, text=True, timeout=300
+        [RNNTUNE, "up", "--num-cpus", "2", "--allow-path", str(allowed_data)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert up.returncode == 0, up.stdout + up.stderr
     os.environ["RNNTUNE_HOME"] = str(home)
@@ -97,6 +117,8 @@ def _service(stack, root: Path, **settings) -> Component:
     env = service_env(
         root, stack.ray_address, stack.tracking_uri, root / "tokens.json", stack.ray_token
     )
+    # The cluster's job drivers allow the stack's storage only (its policy): share it.
+    env["RNNTUNE_STORAGE_URL"] = str(Path(stack.dir) / "storage")
     env.update({f"RNNTUNE_{k.upper()}": str(v) for k, v in settings.items()})
     proc = start_service(root / "logs", env)
     wait_ready(proc, "/healthz")
@@ -107,7 +129,12 @@ def _service(stack, root: Path, **settings) -> Component:
 def api(stack, tmp_path_factory):
     """A service with three users and tight quotas, on the stack's Ray and MLflow."""
     root = tmp_path_factory.mktemp("service")
-    limits = {"max_concurrent_jobs": 1, "max_trials_per_job": 4, "max_cpus_per_trial": 2}
+    limits = {
+        "max_concurrent_jobs": 1,
+        "max_trials_per_job": 4,
+        "max_cpus_per_trial": 2,
+        "max_driver_gpus": 1,  # a job asking a GPU for its driver can never start on the stack
+    }
     proc = _service(stack[0], root, **limits)
     api = Api(proc.url, proc)
     api.root, api.limits = root, limits
@@ -157,7 +184,7 @@ def test_submit_follow_runs_to_champion(stack, tmp_path):
     assert logs.returncode == 0 and len(logs.stdout.splitlines()) <= 5
 
 
-def test_user_data_job_through_the_service(stack, tmp_path):
+def test_user_data_job_through_the_service(stack, tmp_path, allowed_data):
     """A job on the user's own Parquet file, submitted like any other, serves their labels."""
     import mlflow
 
@@ -165,7 +192,7 @@ def test_user_data_job_through_the_service(stack, tmp_path):
 
     state, env, _ = stack
     xs, labels, _ = sensor_sequences(n=200, seed=2)
-    data = write_parquet(tmp_path / "sensors.parquet", xs, labels)
+    data = write_parquet(allowed_data / "sensors.parquet", xs, labels)
     job = small_job("svc-sensors", epochs=8, registry=True)
     job["data"] = {"name": "sequences", "url": str(data)}
     job["model"] = {"cell_type": "gru", "hidden_size": 24, "bidirectional": True}
@@ -222,6 +249,41 @@ def test_quotas_answer_403(api):
     for spec in over:
         r = api.call("POST", "/jobs", json=spec)
         assert r.status_code == 403 and "quota" in r.json()["detail"], r.text
+
+
+def test_quota_holds_under_concurrent_submissions_and_frees_on_cancel(api):
+    """Six simultaneous POSTs against a limit of one active job: exactly one is accepted. The
+    accepted job can never be scheduled (its driver asks for a GPU the stack lacks); cancelling
+    it stops it at once and frees the slot."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    api.wait_idle()
+    unschedulable = small_job("race", resources={"driver_gpus": 1})
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: api.call("POST", "/jobs", json=unschedulable), range(6)))
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [201, 403, 403, 403, 403, 403], [r.text for r in answers]
+    job_id = next(r.json()["id"] for r in answers if r.status_code == 201)
+    time.sleep(2)
+    assert api.call("GET", f"/jobs/{job_id}").json()["status"] == "PENDING"
+    stopped = api.call("DELETE", f"/jobs/{job_id}")
+    assert stopped.status_code == 200 and stopped.json()["status"] == "STOPPED", stopped.text
+    again = api.call("POST", "/jobs", json=unschedulable)
+    assert again.status_code == 201, again.text
+    assert api.call("DELETE", f"/jobs/{again.json()['id']}").json()["status"] == "STOPPED"
+
+
+def test_resources_and_ceilings_are_counted(api):
+    over = [
+        (small_job("ddp-wide", resources={"workers": 3, "cpus": 1}), 403, "workers x cpus"),
+        (small_job("driver", resources={"driver_cpus": 64}), 403, "driver CPUs"),
+        (small_job("huge", model={"num_layers": 16, "hidden_size": 8192}), 422, "parameters"),
+        (small_job("threads", trainer={"threads": 100000}), 422, "trial's CPUs"),
+        (small_job("samples", data={"name": "mnist1d", "num_samples": 10**10}), 422, "examples"),
+    ]
+    for spec, code, reason in over:
+        r = api.call("POST", "/jobs", json=spec)
+        assert r.status_code == code and reason in r.text, (spec["name"], r.status_code, r.text)
 
 
 def test_cancel_stops_the_ray_job_and_is_idempotent(api, stack):

@@ -226,6 +226,15 @@ def test_rnntune_serve_rejects_bad_input_with_400(ray_serve):
     for body in invocations:
         r = requests.post(f"{ray_serve}/invocations", json=body, timeout=30)
         assert r.status_code == 400, (body, r.text)
+    deep = b'{"sequences": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    big = b'{"sequences": [[[1' + b"0" * 400 + b", 0, 0, 0, 0, 0, 0, 0]]]}"
+    for route in ("/predict", "/invocations"):
+        body = deep if route == "/predict" else deep.replace(b"sequences", b"inputs")
+        r = requests.post(f"{ray_serve}{route}", data=body, headers=json_type, timeout=30)
+        assert r.status_code == 400 and "nested deeper" in r.json()["error"], r.text
+        body = big if route == "/predict" else big.replace(b"sequences", b"inputs")
+        r = requests.post(f"{ray_serve}{route}", data=body, headers=json_type, timeout=30)
+        assert r.status_code == 400 and "too large" in r.json()["error"], r.text
     huge = requests.post(f"{ray_serve}/predict", data=b" " * (5 * 1024 * 1024), timeout=60)
     assert huge.status_code == 413
     chunked = (b" " * 65536 for _ in range(80))  # no Content-Length: counted while read

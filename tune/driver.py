@@ -20,6 +20,7 @@ from ray import tune as ray_tune
 
 from tune import report, schedulers
 from tune.cluster import ensure_ray
+from tune.policy import Policy
 from tune.registry import Registration, register_best
 from tune.resume import ForgetMissingCheckpoints
 from tune.spec import JobSpec, new_job_id, parse_job_spec, with_absolute_data_paths
@@ -209,6 +210,9 @@ def run_job(spec: JobSpec, job_id: str | None = None, resume: bool = False) -> J
     """Run (or resume) a search job end to end; returns what the summary prints."""
     job_id = job_id or new_job_id(spec)
     spec = with_absolute_data_paths(spec)
+    policy = Policy.configured()
+    if policy is not None:  # on a cluster: whatever the spec came through, before touching it
+        policy.check(spec, on_cluster=True)
     storage = resolve_storage(spec.storage.url)
     tracking = setup_tracking(spec, storage.local_root)
     client = MlflowClient(tracking.uri)

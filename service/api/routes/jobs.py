@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
-import yaml
 from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
+from lightning_modules.documents import DocumentError, load_json, load_yaml
 from service.api.deps import CallerDep, JobsDep, SettingsDep
 from service.api.schemas import ErrorBody, JobOut, JobPage, JobStatus
 from service.jobs import SpecInvalid
@@ -38,15 +37,16 @@ _ERRORS = {
 
 
 def _parse_body(body: bytes, content_type: str) -> object:
+    """JSON or YAML with bounded nesting, no duplicate keys and numbers a float can hold."""
     try:
         text = body.decode("utf-8")
         if content_type.split(";")[0].strip().lower() in YAML_TYPES:
-            return yaml.safe_load(text)
-        return json.loads(text)
-    except (UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
-        raise SpecInvalid(
-            [("body", f"not valid JSON/YAML ({str(e).splitlines()[0][:200]})")]
-        ) from None
+            return load_yaml(text)
+        return load_json(text)
+    except UnicodeDecodeError:
+        raise SpecInvalid([("body", "not UTF-8 text")]) from None
+    except DocumentError as e:
+        raise SpecInvalid([("body", str(e))]) from None
 
 
 @router.post(

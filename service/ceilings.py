@@ -1,0 +1,103 @@
+"""Ceilings on what one job may ask for, checked from the spec alone before anything runs.
+
+Each refusal names the field and the limit (a 422). The model's size is computed from the spec:
+the largest network its search space can sample, on the dataset's input width (user data's
+width is unknown until read, so one feature is assumed: the count is then a lower bound).
+"""
+
+from __future__ import annotations
+
+from service.settings import Settings
+from tune.spec import JobSpec, candidate_values
+
+GATES = {"rnn_tanh": 1, "rnn_relu": 1, "gru": 3, "lstm": 4}
+INPUT_WIDTH = {"mnist1d": 1, "mnist_rows": 28, "digits": 8, "adding": 2, "sequences": 1}
+OUTPUTS = {"mnist1d": 10, "mnist_rows": 10, "digits": 10, "adding": 1, "sequences": 1}
+TEXT_VOCABULARY = 256  # a generous bound for a character vocabulary
+
+
+def recurrent_parameters(cell: str, inputs: int, hidden: int, layers: int, directions: int) -> int:
+    """Weights of a torch.nn RNN/GRU/LSTM stack: per layer and direction, gates x (in x H + H x
+    H + 2 H) (PyTorch keeps two bias vectors)."""
+    total = 0
+    for layer in range(layers):
+        width = inputs if layer == 0 else hidden * directions
+        total += directions * GATES[cell] * (width * hidden + hidden * hidden + 2 * hidden)
+    return total
+
+
+def largest_model(spec: JobSpec) -> int:
+    """Parameters of the largest network the job can train (fixed settings or search space)."""
+
+    def worst(field: str, key=None):
+        values = [getattr(spec.model, field)]
+        if field in spec.space:
+            values += [v for v in candidate_values(spec.space[field]) if v is not None]
+        return max(values, key=key)
+
+    cell = worst("cell_type", key=lambda c: GATES.get(c, 4))
+    hidden, layers = int(worst("hidden_size")), int(worst("num_layers"))
+    directions = 2 if worst("bidirectional") else 1
+    data = spec.data
+    if data.name == "text":
+        emb = int(worst("embedding_dim"))
+        rnn = recurrent_parameters(cell, emb, hidden, layers, 1)
+        return TEXT_VOCABULARY * emb + rnn + (hidden + 1) * TEXT_VOCABULARY
+    if data.name == "copy":
+        inputs, outputs = data.n_symbols + 2, data.n_symbols
+    else:
+        inputs, outputs = INPUT_WIDTH[data.name], OUTPUTS[data.name]
+    rnn = recurrent_parameters(cell, inputs, hidden, layers, directions)
+    return rnn + (hidden * directions + 1) * outputs
+
+
+def generated_examples(spec: JobSpec) -> tuple[str, int] | None:
+    """(field, examples) for datasets the job generates itself."""
+    d = spec.data
+    if d.name == "mnist1d":
+        return "data.num_samples", d.num_samples
+    if d.name in ("adding", "copy"):
+        return "data.n_train", d.n_train + d.n_val + d.n_test
+    return None
+
+
+def sequence_length(spec: JobSpec) -> tuple[str, int] | None:
+    d = spec.data
+    if d.name == "adding":
+        return "data.seq_len", d.seq_len
+    if d.name == "copy":
+        return "data.delay", 2 * d.copy_len + d.delay + 1
+    if d.name == "text":
+        return "data.seq_len", d.seq_len
+    if d.name == "sequences" and d.max_len is not None:
+        return "data.max_len", d.max_len
+    return None
+
+
+def ceiling_problems(spec: JobSpec, s: Settings) -> list[tuple[str, str]]:
+    problems = []
+    params = largest_model(spec)
+    if params > s.max_parameters:
+        where = "search_space" if set(spec.space) & {"hidden_size", "num_layers"} else "model"
+        problems.append(
+            (
+                f"{where}.hidden_size",
+                f"the largest model has {params:,} parameters, the limit is {s.max_parameters:,}",
+            )
+        )
+    threads = spec.trainer.threads
+    if threads is not None and threads > max(1, int(spec.resources.cpus)):
+        problems.append(
+            ("trainer.threads", f"{threads} threads, the trial's CPUs are {spec.resources.cpus:g}")
+        )
+    examples = generated_examples(spec)
+    if examples and examples[1] > s.max_generated_examples:
+        problems.append(
+            (examples[0], f"{examples[1]:,} examples, the limit is {s.max_generated_examples:,}")
+        )
+    length = sequence_length(spec)
+    if length and length[1] > s.max_sequence_length:
+        problems.append(
+            (length[0], f"{length[1]:,} steps per sequence, the limit is {s.max_sequence_length:,}")
+        )
+    return problems

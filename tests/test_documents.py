@@ -1,0 +1,48 @@
+"""Untrusted JSON/YAML: bounded nesting, no duplicate keys, numbers a float can hold."""
+
+from __future__ import annotations
+
+import pytest
+
+from lightning_modules.config import SpecError, read_spec_file
+from lightning_modules.documents import DocumentError, load_json, load_yaml
+
+
+@pytest.mark.parametrize(
+    "load, text, message",
+    [
+        (load_json, "[" * 10_000 + "]" * 10_000, "nested deeper than 64"),
+        (load_json, '{"a": ' * 70 + "1" + "}" * 70, "nested deeper than 64"),
+        (load_yaml, "[" * 10_000 + "]" * 10_000, "nested deeper than 64"),
+        (load_json, '{"optim": {"lr": 1' + "0" * 400 + "}}", "optim.lr: number too large"),
+        (
+            load_yaml,
+            "search:\n  num_samples: 1" + "0" * 400,
+            "search.num_samples: number too large",
+        ),
+        (load_yaml, "name: a\nname: b\n", "duplicate key 'name' (line 2)"),
+        (load_yaml, "data:\n  name: mnist1d\n  name: text\n", "duplicate key 'name'"),
+        (load_json, "{not json", "not valid JSON"),
+        (load_yaml, "a: [1, 2", "not valid YAML"),
+    ],
+)
+def test_hostile_documents_answer_one_clear_error(load, text, message):
+    with pytest.raises(DocumentError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load(text)
+
+
+def test_ordinary_documents_and_yaml_merges_still_load():
+    assert load_yaml("base: &b {x: 1}\nother:\n  <<: *b\n  y: 2\n") == {
+        "base": {"x": 1},
+        "other": {"x": 1, "y": 2},
+    }
+    assert load_json('{"a": [1.5, -2, 1e300]}') == {"a": [1.5, -2, 1e300]}
+
+
+def test_spec_files_refuse_duplicates_and_folders(tmp_path):
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("data: {name: mnist1d}\nmodel: {hidden_size: 8}\nmodel: {hidden_size: 9}\n")
+    with pytest.raises(SpecError, match="duplicate key 'model'"):
+        read_spec_file(dup)
+    with pytest.raises(SpecError, match="a folder, not a spec file"):
+        read_spec_file(tmp_path)
