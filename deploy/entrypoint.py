@@ -1,7 +1,13 @@
 """The Docker image's entrypoint: `<role> [extra args]` -> the process for that role (exec'd).
 
-Roles: service, ray-head, ray-worker, model-server, mlflow, job. Each reads its addresses from
-the environment (the job service's settings are `RNNTUNE_*`, see service/settings.py).
+Roles: service, ray-head, ray-worker, model-server, mlflow, mlflow-users, job. Each reads its
+addresses from the environment (the job service's settings are `RNNTUNE_*`, see
+service/settings.py).
+
+The `mlflow` role runs MLflow's basic-auth app: every request needs credentials, users other
+than the admin may only read (`default_permission = READ`), so only what holds the admin's
+credentials (the job service and the Ray cluster) can register models and move aliases.
+`MLFLOW_AUTH=off` turns it off explicitly (a private network you trust).
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ def command(role: str, args: list[str], env: dict[str, str]) -> list[str]:
             uri = _need(env, "SERVE_MODEL_URI", role)
             return ["rnntune", "serve", uri, "--host", "0.0.0.0", "--port", port, *args]
         case "mlflow":
-            return ["mlflow", "server", "--host", "0.0.0.0", "--port", port] + [
+            auth = [] if env.get("MLFLOW_AUTH") == "off" else ["--app-name", "basic-auth"]
+            return ["mlflow", "server", "--host", "0.0.0.0", "--port", port, *auth] + [
                 "--backend-store-uri",
                 _need(env, "MLFLOW_BACKEND_STORE_URI", role),
                 "--artifacts-destination",
@@ -50,11 +57,32 @@ def command(role: str, args: list[str], env: dict[str, str]) -> list[str]:
                 env.get("MLFLOW_WORKERS", "2"),
                 *args,
             ]
+        case "mlflow-users":
+            return ["python", "-m", "deploy.mlflow_users", *args]
         case "job":
             return ["python", "-m", "tune", "run", *args]
     raise ValueError(
-        f"role: unknown {role!r} (service, ray-head, ray-worker, model-server, mlflow, job)"
+        f"role: unknown {role!r} "
+        "(service, ray-head, ray-worker, model-server, mlflow, mlflow-users, job)"
     )
+
+
+def auth_config(env: dict[str, str], path: Path) -> dict[str, str]:
+    """Writes MLflow's basic-auth config (admin from the environment, others read-only) and
+    returns the variables the server needs; nothing when auth is off."""
+    if env.get("MLFLOW_AUTH") == "off":
+        return {}
+    path.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = {_need(env, 'MLFLOW_AUTH_DATABASE_URI', 'mlflow')}\n"
+        f"admin_username = {env.get('MLFLOW_AUTH_ADMIN_USERNAME', 'rnntune-admin')}\n"
+        f"admin_password = {_need(env, 'MLFLOW_AUTH_ADMIN_PASSWORD', 'mlflow')}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    path.chmod(0o600)
+    _need(env, "MLFLOW_FLASK_SERVER_SECRET_KEY", "mlflow")  # CSRF key, the same on every replica
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(path)}
 
 
 def _need(env: dict[str, str], name: str, role: str) -> str:
@@ -68,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     role, args = (argv[0], argv[1:]) if argv else ("service", [])
     try:
         cmd = command(role, args, dict(os.environ))
+        if role == "mlflow":
+            os.environ.update(auth_config(dict(os.environ), Path("/tmp/mlflow-auth.ini")))
     except ValueError as e:
         sys.exit(f"rnntune image: {e}")
     try:

@@ -1,1 +1,2 @@
 CREATE DATABASE rnntune;
+CREATE DATABASE mlflow_auth;  -- MLflow's basic-auth users and permissions

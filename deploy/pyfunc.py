@@ -65,7 +65,7 @@ def save_bundle(net: torch.nn.Module, spec: TrainSpec, data_info: dict, path: Pa
 
 
 def load_bundle(path: str | Path) -> tuple[torch.nn.Module, TrainSpec, dict]:
-    raw = torch.load(path, map_location="cpu", weights_only=False)
+    raw = torch.load(path, map_location="cpu", weights_only=True)  # tensors + plain data only
     spec = TrainSpec.model_validate(raw["spec"])
     net = build_network(spec.model, spec.task, raw["data_info"], per_step=spec.data.name == "copy")
     net.load_state_dict(raw["state_dict"])

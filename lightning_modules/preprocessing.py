@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from lightning_modules.config import SequencesData
+
 MIN_STD = 1e-8  # a constant feature is centred, not scaled
 
 
@@ -110,51 +112,23 @@ class Moments:
         return mean, np.where(std < MIN_STD, 1.0, std)
 
 
-def fit(
-    x: list[np.ndarray],
-    y: np.ndarray,
-    feature_names: list[str],
-    task: str,
-    standardize: bool,
-    standardize_target: bool,
-    max_len: int | None,
-    keep: str,
-    missing: str,
-) -> Preprocessing:
-    """Statistics of the (already truncated) training split: features, classes, targets."""
-    moments = Moments(len(feature_names))
-    for steps in x:
-        moments.add(steps)
-    return from_moments(
-        moments, y, feature_names, task, standardize, standardize_target, max_len, keep, missing
-    )
-
-
 def from_moments(
-    moments: Moments,
-    y: np.ndarray,
-    feature_names: list[str],
-    task: str,
-    standardize: bool,
-    standardize_target: bool,
-    max_len: int | None,
-    keep: str,
-    missing: str,
+    moments: Moments, y: np.ndarray, feature_names: list[str], cfg: SequencesData
 ) -> Preprocessing:
     """A Preprocessing from training-split feature moments and training labels or targets."""
     mean, std = moments.mean_std()
     prep = Preprocessing(
         feature_names=list(feature_names),
-        mean=mean.tolist() if standardize else [0.0] * len(mean),
-        std=std.tolist() if standardize else [1.0] * len(std),
+        mean=mean.tolist() if cfg.standardize else [0.0] * len(mean),
+        std=std.tolist() if cfg.standardize else [1.0] * len(std),
         fill=mean.tolist(),
-        max_len=max_len,
-        keep=keep,
-        missing=missing,
+        max_len=cfg.max_len,
+        keep=cfg.keep,
+        missing=cfg.missing,
     )
-    if task == "classification":
+    if cfg.task == "classification":
         prep.classes = sorted({_plain(v) for v in y}, key=lambda v: (str(type(v)), v))
-    elif standardize_target:
+    elif cfg.standardize_target:
         t = y.astype(np.float64)
         prep.target_mean = t.mean(axis=0).tolist()
         prep.target_std = np.where(t.std(axis=0) < MIN_STD, 1.0, t.std(axis=0)).tolist()

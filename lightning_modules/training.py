@@ -185,7 +185,9 @@ def train(
         trainer = prepare(trainer)
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)  # ckpt_path: resume a run
+    # ckpt_path resumes a run; checkpoints hold only tensors and plain data (hyperparameters are
+    # dicts), so they load without unpickling code even from shared storage.
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     elapsed = time.perf_counter() - start
     epochs = max(len(history.rows), trainer.current_epoch)
     if module.diverged:
@@ -203,7 +205,13 @@ def train(
     norms: list[float] = []
     if status != "diverged" and ckpt.best_model_path:
         if run_test:
-            res = trainer.test(module, datamodule=dm, ckpt_path=ckpt.best_model_path, verbose=False)
+            res = trainer.test(
+                module,
+                datamodule=dm,
+                ckpt_path=ckpt.best_model_path,
+                verbose=False,
+                weights_only=True,
+            )
             test = {k: float(v) for k, v in res[0].items()} if res else {}
         if t.diagnostics:  # on the best weights, as the test was
             norms = _diagnose(load_module(ckpt.best_model_path), data, out)
@@ -237,7 +245,7 @@ def _versions() -> dict[str, str]:
 
 def load_module(checkpoint: str | Path) -> RecurrentTask:
     """Rebuild the trained LightningModule (and its plain `.net`) from a checkpoint file."""
-    raw = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    raw = torch.load(checkpoint, map_location="cpu", weights_only=True)  # no code runs on load
     spec = TrainSpec.model_validate(raw["hyper_parameters"]["spec"])
     cls = TASK_MODULES[spec.task]
     module = cls(spec, raw["hyper_parameters"]["data_info"])

@@ -29,10 +29,10 @@ def recurrent_parameters(cell: str, inputs: int, hidden: int, layers: int, direc
 def largest_model(spec: JobSpec) -> int:
     """Parameters of the largest network the job can train (fixed settings or search space)."""
 
-    def worst(field: str, key=None):
+    def worst(field: str, key=None):  # a searched field's fixed value is never used
         values = [getattr(spec.model, field)]
         if field in spec.space:
-            values += [v for v in candidate_values(spec.space[field]) if v is not None]
+            values = [v for v in candidate_values(spec.space[field]) if v is not None] or values
         return max(values, key=key)
 
     cell = worst("cell_type", key=lambda c: GATES.get(c, 4))

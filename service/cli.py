@@ -330,7 +330,7 @@ def guarded(fn: Callable[..., int], *args) -> int:
         problems = "\n".join(f"{f}: {m}" for f, m in e.problems)
         print(f"rnntune: refused by the cluster's policy:\n{problems}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError, ServiceError, RuntimeError) as e:
+    except (FileNotFoundError, PermissionError, ValueError, ServiceError, RuntimeError) as e:
         print(f"rnntune: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

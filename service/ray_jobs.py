@@ -57,7 +57,9 @@ class RayJobs:
                 self.client.submit_job,
                 entrypoint=entrypoint(self.python, job_id),
                 submission_id=job_id,
-                runtime_env={"working_dir": tmp},
+                # The caller's name, for MLflow and the registry's model owners (set by the
+                # service, never by the spec).
+                runtime_env={"working_dir": tmp, "env_vars": {"RNNTUNE_USER": owner}},
                 metadata={"rnntune.owner": owner, "rnntune.job": spec.name},
                 entrypoint_num_cpus=spec.resources.driver_cpus,
                 entrypoint_num_gpus=spec.resources.driver_gpus,

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     again (see tune/policy.py)."""
     allow_spec_tracking_uri: bool = False
     """Let a spec name its own MLflow URI (the service never opens it either way)."""
+    max_dataset_bytes: int = Field(50 * 1024**3, ge=1)
+    """The most data a job may read; enforced by the job drivers, which see the files."""
 
     def policy(self) -> Policy:
         return Policy(
@@ -65,6 +67,7 @@ class Settings(BaseSettings):
             storage_url=self.storage_url,
             tracking_uri=self.tracking_uri,
             allow_spec_tracking_uri=self.allow_spec_tracking_uri,
+            max_dataset_bytes=self.max_dataset_bytes,
         )
 
     @property

@@ -74,6 +74,13 @@ def test_ordinary_jobs_are_within_every_ceiling():
         assert ceiling_problems(parse_job_spec({"data": data}), Settings()) == []
 
 
+def _job(job_id: str, owner: str) -> Job:
+    return Job(
+        id=job_id, owner=owner, name="n", spec={}, metric="val_acc", mode="max",
+        tracking_uri="t", experiment="e", status=ACTIVE[0], trials={},
+    )  # fmt: skip
+
+
 def test_concurrent_admissions_of_one_owner_never_pass_the_quota(tmp_path):
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
     accepted, refused = [], []

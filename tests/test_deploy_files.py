@@ -20,7 +20,7 @@ from tests.conftest import ROOT
 
 K8S = sorted((ROOT / "deploy" / "k8s").glob("*.yaml"))
 IMAGE_REPO = "rnntune"
-ROLES = ("service", "ray-head", "ray-worker", "model-server", "mlflow", "job")
+ROLES = ("service", "ray-head", "ray-worker", "model-server", "mlflow", "mlflow-users", "job")
 
 
 def _docs(path: Path) -> list[dict]:
@@ -87,7 +87,7 @@ def test_requirements_layer_is_the_project_dependencies_without_torch():
     from deploy.requirements import requirements
 
     deps = requirements(ROOT / "pyproject.toml", ["cluster"])
-    assert "mlflow==3.17.2" in deps and any(d.startswith("psycopg") for d in deps)
+    assert "mlflow[auth]==3.17.2" in deps and any(d.startswith("psycopg") for d in deps)
     assert not any(re.match(r"torch\b", d) for d in deps)
 
 

@@ -46,3 +46,30 @@ def test_spec_files_refuse_duplicates_and_folders(tmp_path):
         read_spec_file(dup)
     with pytest.raises(SpecError, match="a folder, not a spec file"):
         read_spec_file(tmp_path)
+
+
+class _Payload:
+    """Unpickling this runs code (writes a marker file): what a hostile checkpoint would do."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoints_and_bundles_load_without_running_code(tmp_path):
+    import pickle
+
+    import torch
+
+    from deploy.pyfunc import load_bundle
+    from lightning_modules.training import load_module
+
+    marker = tmp_path / "pwned"
+    hostile = tmp_path / "model.ckpt"
+    torch.save({"hyper_parameters": _Payload(str(marker)), "state_dict": {}}, hostile)
+    for load in (load_module, load_bundle):
+        with pytest.raises(pickle.UnpicklingError):
+            load(hostile)
+    assert not marker.exists()

@@ -374,3 +374,54 @@ def test_service_refuses_deep_huge_and_duplicate_bodies_with_422(guarded_service
         assert r.status_code == 422, (reason, r.status_code, r.text[:300])
         assert reason in r.json()["errors"][0]["message"], r.text[:300]
     assert ray.connections == 0 and mlflow.connections == 0
+
+
+# (what, spec sections, status, field or message fragment)
+OVER_LIMITS = [
+    ("trials", {"search": {"num_samples": 1000}}, 403, "trials per job"),
+    ("ddp cpus", {"resources": {"workers": 16, "cpus": 1}}, 403, "workers x cpus"),
+    ("ddp gpus", {"resources": {"workers": 4, "gpus": 1}}, 403, "workers x gpus"),
+    ("driver cpus", {"resources": {"driver_cpus": 100}}, 403, "driver CPUs"),
+    ("driver gpus", {"resources": {"driver_gpus": 1}}, 403, "driver GPUs"),
+    (
+        "huge model",
+        {"model": {"num_layers": 16, "hidden_size": 8192}, "search_space": {}},
+        422,
+        "model.hidden_size",
+    ),
+    (
+        "huge space",
+        {"search_space": {"hidden_size": {"choice": [8, 8192]}, "num_layers": {"choice": [1, 16]}}},
+        422,
+        "search_space.hidden_size",
+    ),
+    ("threads", {"trainer": {"threads": 100000}}, 422, "trainer.threads"),
+    ("samples", {"data": {"name": "mnist1d", "num_samples": 10**10}}, 422, "data.num_samples"),
+    ("steps", {"data": {"name": "adding", "seq_len": 10**7}}, 422, "data.seq_len"),
+]
+
+
+def test_service_refuses_jobs_over_its_limits_before_ray_or_mlflow(guarded_service):
+    url, ray, mlflow = guarded_service
+    headers = {"Authorization": "Bearer eve-token"}
+    for what, sections, code, where in OVER_LIMITS:
+        body = {"name": "greedy", "data": {"name": "mnist1d"}, **sections}
+        r = requests.post(f"{url}/jobs", json=body, headers=headers, timeout=30)
+        assert r.status_code == code and where in r.text, (what, r.status_code, r.text[:300])
+    assert ray.connections == 0 and mlflow.connections == 0
+
+
+def test_driver_refuses_more_data_than_the_policy_allows(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.parquet").write_bytes(b"x" * 4000)
+    (data / "b.parquet").write_bytes(b"x" * 4000)
+    policy = Policy(
+        allowed_url_prefixes=[str(data)], storage_url=str(tmp_path / "s"), max_dataset_bytes=5000
+    )
+    spec = _spec(
+        {"data": {"name": "sequences", "url": str(data)}, "storage": {"url": str(tmp_path / "s")}}
+    )
+    policy.check(spec, on_cluster=False)  # the service cannot see sizes
+    with pytest.raises(PolicyViolation, match=r"data.url: 8.0 kB of data, the limit is 5.0 kB"):
+        policy.check(spec, on_cluster=True)

@@ -153,11 +153,10 @@ def test_up_prints_addresses_and_token(stack):
     assert _ray_jobs(state).list_jobs() == []
 
 
-def test_submit_follow_runs_to_champion(stack, tmp_path):
-    """`rnntune submit --follow` over HTTP to the Ray head; the champion lands in MLflow."""
-    state, env, _ = stack
+def _submit_follow(job: dict, env: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`rnntune submit SPEC --follow` of `job`; fails the test unless it exits 0."""
     spec = tmp_path / "job.yaml"
-    spec.write_text(yaml.safe_dump(small_job("svc-e2e", epochs=2, registry=True)))
+    spec.write_text(yaml.safe_dump(job))
     proc = subprocess.run(
         [RNNTUNE, "submit", str(spec), "--follow"],
         env=env,
@@ -166,6 +165,13 @@ def test_submit_follow_runs_to_champion(stack, tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_submit_follow_runs_to_champion(stack, tmp_path):
+    """`rnntune submit --follow` over HTTP to the Ray head; the champion lands in MLflow."""
+    state, env, _ = stack
+    proc = _submit_follow(small_job("svc-e2e", epochs=2, registry=True), env, tmp_path)
     assert "status   SUCCEEDED" in proc.stdout and "Trial status" in proc.stdout
     job_id = proc.stdout.split("submitted ", 1)[1].split()[0]
     headers = {"Authorization": f"Bearer {state.token}"}
@@ -197,16 +203,7 @@ def test_user_data_job_through_the_service(stack, tmp_path, allowed_data):
     job["data"] = {"name": "sequences", "url": str(data)}
     job["model"] = {"cell_type": "gru", "hidden_size": 24, "bidirectional": True}
     job["optim"] = {"lr": 0.01, "batch_size": 32}
-    spec = tmp_path / "job.yaml"
-    spec.write_text(yaml.safe_dump(job))
-    proc = subprocess.run(
-        [RNNTUNE, "submit", str(spec), "--follow"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = _submit_follow(job, env, tmp_path)
     assert "status   SUCCEEDED" in proc.stdout
     mlflow.set_tracking_uri(state.tracking_uri)
     champion = MlflowClient(state.tracking_uri).get_model_version_by_alias(
@@ -277,7 +274,11 @@ def test_resources_and_ceilings_are_counted(api):
     over = [
         (small_job("ddp-wide", resources={"workers": 3, "cpus": 1}), 403, "workers x cpus"),
         (small_job("driver", resources={"driver_cpus": 64}), 403, "driver CPUs"),
-        (small_job("huge", model={"num_layers": 16, "hidden_size": 8192}), 422, "parameters"),
+        (
+            small_job("huge", model={"num_layers": 16, "hidden_size": 8192}, search_space={}),
+            422,
+            "parameters",
+        ),
         (small_job("threads", trainer={"threads": 100000}), 422, "trial's CPUs"),
         (small_job("samples", data={"name": "mnist1d", "num_samples": 10**10}), 422, "examples"),
     ]

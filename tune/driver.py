@@ -21,7 +21,7 @@ from ray import tune as ray_tune
 from tune import report, schedulers
 from tune.cluster import ensure_ray
 from tune.policy import Policy
-from tune.registry import Registration, register_best
+from tune.registry import Registration, claim_model_name, job_user, register_best
 from tune.resume import ForgetMissingCheckpoints
 from tune.spec import JobSpec, new_job_id, parse_job_spec, with_absolute_data_paths
 from tune.tracking import (
@@ -216,6 +216,8 @@ def run_job(spec: JobSpec, job_id: str | None = None, resume: bool = False) -> J
     storage = resolve_storage(spec.storage.url)
     tracking = setup_tracking(spec, storage.local_root)
     client = MlflowClient(tracking.uri)
+    if spec.registry.enabled:  # another user's model name fails now, not after the search
+        claim_model_name(client, spec.registry.model_name or spec.name, job_user())
     dataset = dataset_input(spec)  # fails here, in one line, if the data cannot be found
     parent = open_parent_run(client, tracking, spec, job_id, dataset)
     storage.fs.makedirs(f"{storage.path}/{job_id}", exist_ok=True)

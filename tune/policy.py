@@ -51,6 +51,9 @@ class Policy(BaseSettings):
     """The service's MLflow server: the only tracking URI a job may name, unless
     `allow_spec_tracking_uri`."""
     allow_spec_tracking_uri: bool = False
+    max_dataset_bytes: int = Field(50 * 1024**3, ge=1)
+    """The most data one job may read (all its files together); checked by the driver, which
+    sees the files (the service never opens them)."""
 
     @classmethod
     def configured(cls) -> Policy | None:
@@ -76,8 +79,36 @@ class Policy(BaseSettings):
             problems.append(
                 ("tracking.uri", "jobs are tracked on the service's MLflow server; leave it out")
             )
+        if not problems and on_cluster and spec.data.name == "sequences":
+            problems += self._size_problems(spec)
         if problems:
             raise PolicyViolation(problems)
+
+    def _size_problems(self, spec: JobSpec) -> list[tuple[str, str]]:
+        from lightning_modules.data.sequence_files import DataFileError, list_files
+
+        total = 0
+        for key in ("url", "val_url", "test_url"):
+            url = getattr(spec.data, key)
+            if url is None:
+                continue
+            try:
+                fs, files, _ = list_files(url, spec.data.format)
+            except DataFileError:
+                continue  # missing data is the data reader's error to report
+            total += sum(fs.size(f) for f in files)
+        if total > self.max_dataset_bytes:
+            limit = _size(self.max_dataset_bytes)
+            return [("data.url", f"{_size(total)} of data, the limit is {limit}")]
+        return []
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
 
 
 def url_problem(url: str, prefixes: list[str], resolve: bool) -> str | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass
@@ -24,6 +26,45 @@ from lightning_modules.training import data_info, load_module
 from tune.spec import JobSpec
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+OWNER_TAG = "rnntune.owner"  # on the registered model: the user whose job created it
+
+
+class RegistryOwnership(PermissionError):
+    """The model name belongs to another user; the message says whose."""
+
+
+def job_user() -> str:
+    """Who runs this job: the service passes its caller in RNNTUNE_USER; else the OS user."""
+    try:
+        local = getpass.getuser()
+    except (KeyError, OSError):
+        local = "local"
+    return os.environ.get("RNNTUNE_USER") or local
+
+
+def claim_model_name(client: MlflowClient, name: str, user: str) -> None:
+    """Creates the registered model owned by `user`, or checks that `user` owns it.
+
+    A model registered before owners were recorded is claimed by the first job that registers
+    under it. Another user's model refuses: its versions and aliases are not this job's to move.
+    """
+    try:
+        model = client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        try:
+            client.create_registered_model(name, tags={OWNER_TAG: user})
+            return
+        except mlflow.exceptions.MlflowException:
+            model = client.get_registered_model(name)  # created meanwhile by another job
+    owner = model.tags.get(OWNER_TAG)
+    if owner is None:
+        client.set_registered_model_tag(name, OWNER_TAG, user)
+    elif owner != user:
+        raise RegistryOwnership(
+            f"registry.model_name: {name!r} belongs to {owner}; register under another name"
+        )
 
 
 @dataclass
@@ -54,9 +95,13 @@ def champion_decision(
         return True, "no champion yet", None, None
     tags = current.tags
     if tags.get("data_fingerprint") != fingerprint or metric not in tags:
+        # Never promote across data: a better number on other data says nothing (and a job could
+        # otherwise take over a champion by testing on an easier set).
         return (
-            True,
-            "current champion was tested on other data; not comparable",
+            False,
+            f"champion v{current.version} was tested on other data (fingerprint "
+            f"{tags.get('data_fingerprint')}, this model's {fingerprint}); not comparable, so "
+            "not promoted automatically (`rnntune promote` decides)",
             current.version,
             None,
         )
@@ -126,6 +171,7 @@ def register_best(
     value = metrics[tname]
     fingerprint = data.fingerprint()
     name = spec.registry.model_name or spec.name
+    claim_model_name(client, name, job_user())  # checked at the job's start; again, just before
 
     mlflow.set_tracking_uri(tracking_uri)
     with (
@@ -144,7 +190,8 @@ def register_best(
         example, signature = _example_and_signature(module, data, trial_spec.task)
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=RecurrentModel(),
+            # Model from code: loading runs deploy/model_code.py, no cloudpickled object.
+            python_model=str(Path(__file__).parents[1] / "deploy" / "model_code.py"),
             artifacts={"model": str(bundle)},
             code_paths=[
                 str(Path(lightning_modules.__file__).parent),

@@ -11,10 +11,8 @@ last `FLUSH_EVERY_S` of metric points of a trial with shorter ones.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune as ray_tune
 from sqlalchemy import event
 
+from tune.registry import job_user
 from tune.spec import JobSpec
 from tune.trainable import DIVERGED, REPORTED
 
@@ -153,7 +152,7 @@ def open_parent_run(
             JOB_TAG: job_id,
             "rnntune.dataset": spec.data.name,
             "rnntune.kind": "job",
-            "mlflow.user": os.environ.get("RNNTUNE_USER") or getpass.getuser(),
+            "mlflow.user": job_user(),
         },
     )
     metric, mode = spec.monitor

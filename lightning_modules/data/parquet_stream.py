@@ -269,17 +269,7 @@ def build_stream(cfg: SequencesData, seed: int):
                     )
                 if codes[i] == TRAIN:
                     moments.add(x)
-    prep = from_moments(
-        moments,
-        train_y,
-        features,
-        cfg.task,
-        cfg.standardize,
-        cfg.standardize_target,
-        cfg.max_len,
-        cfg.keep,
-        cfg.missing,
-    )
+    prep = from_moments(moments, train_y, features, cfg)
     if cfg.task == "classification":
         known = set(prep.classes)
         for code, source in sources.items():

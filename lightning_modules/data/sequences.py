@@ -21,7 +21,7 @@ from lightning_modules.data.sequence_files import (
     list_files,
     read,
 )
-from lightning_modules.preprocessing import Preprocessing, fit
+from lightning_modules.preprocessing import Moments, Preprocessing, from_moments
 
 SPLITS = ("train", "val", "test")
 
@@ -90,19 +90,12 @@ def load_splits(
 
 
 def fit_preprocessing(cfg: SequencesData, train: RawSequences) -> Preprocessing:
-    prep = Preprocessing(train.feature_names, [], [], [], max_len=cfg.max_len, keep=cfg.keep)
-    x = [prep.truncate(s) for s in train.x]
-    return fit(
-        x,
-        train.y,
-        train.feature_names,
-        cfg.task,
-        cfg.standardize,
-        cfg.standardize_target,
-        cfg.max_len,
-        cfg.keep,
-        cfg.missing,
-    )
+    """Statistics of the training split's (truncated) steps, its classes or targets."""
+    probe = Preprocessing(train.feature_names, [], [], [], max_len=cfg.max_len, keep=cfg.keep)
+    moments = Moments(len(train.feature_names))
+    for steps in train.x:
+        moments.add(probe.truncate(steps))
+    return from_moments(moments, train.y, train.feature_names, cfg)
 
 
 def check_labels(cfg: SequencesData, splits: dict[str, RawSequences]) -> None:
