@@ -93,8 +93,12 @@ def trial(url: str, reader: str, steps: int, out: Path) -> None:
     dm = build_datamodule(spec.data, data, spec.optim.batch_size, seed=0)
     module = TASK_MODULES[spec.task](spec, data_info(data))
     marks: list[float] = []
+    starts: list[float] = []
 
     class Clock(pl.Callback):
+        def on_train_batch_start(self, *args) -> None:
+            starts.append(time.perf_counter())
+
         def on_train_batch_end(self, *args) -> None:
             marks.append(time.perf_counter())
 
@@ -110,11 +114,16 @@ def trial(url: str, reader: str, steps: int, out: Path) -> None:
     )
     trainer.fit(module, datamodule=dm)
     gaps = np.diff(marks[WARMUP_STEPS:])
+    # compute: batch start -> end; wait: the previous end -> this start (fetching the batch)
+    compute = np.array(marks[WARMUP_STEPS:]) - np.array(starts[WARMUP_STEPS:])
+    wait = np.array(starts[WARMUP_STEPS + 1 :]) - np.array(marks[WARMUP_STEPS:-1])
     out.write_text(
         json.dumps(
             {
                 "build_s": build_s,
                 "step_ms": 1000 * float(np.median(gaps)),
+                "compute_ms": 1000 * float(np.median(compute)),
+                "wait_ms": 1000 * float(np.mean(wait)),
                 "train_rows": len(data.train),
             }
         )
@@ -205,13 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "data_scale.json").write_text(json.dumps(result, indent=2))
     print(
-        f"{'run':<14} {'data MB':>8} {'rows':>9} {'build s':>8} {'step ms':>8} {'peak RSS MB':>12}"
+        f"{'run':<14} {'data MB':>8} {'rows':>9} {'build s':>8} {'step ms':>8} "
+        f"{'compute':>8} {'wait':>6} {'peak RSS MB':>12}"
     )
     for name, r in runs.items():
         d = made[name.split("_")[1]]
         print(
             f"{name:<14} {d['bytes'] / 1e6:>8.0f} {d['rows']:>9} {r['build_s']:>8.1f}"
-            f" {r['step_ms']:>8.1f} {r['peak_rss_mb']:>12.0f}"
+            f" {r['step_ms']:>8.1f} {r['compute_ms']:>8.1f} {r['wait_ms']:>6.1f}"
+            f" {r['peak_rss_mb']:>12.0f}"
         )
     print(f"peak RSS, large / small (streamed):   {rss_ratio:.3f}  (goal < 1.25)")
     print(

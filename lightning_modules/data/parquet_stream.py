@@ -179,15 +179,24 @@ class ParquetBatches(IterableDataset):
                 return  # one pass; under DDP a short shard starts over until `steps`
 
     def _batches(self, groups: list[RowGroup], rng: np.random.Generator):
+        """Row groups read one at a time into a rolling shuffle buffer: after the first
+        SHUFFLE_GROUPS, each new group is mixed with what is left of the last ones and about one
+        group's worth of batches goes out, so no read holds the trainer up for long."""
         buffer: list = []
-        for k in range(0, len(groups), SHUFFLE_GROUPS if self.shuffle else 1):
-            buffer.extend(self.split.rows(groups[k : k + (SHUFFLE_GROUPS if self.shuffle else 1)]))
+        sizes: list[int] = []
+        for i, group in enumerate(groups):
+            rows = list(self.split.rows([group]))
+            buffer.extend(rows)
+            sizes.append(len(rows))
+            last = i == len(groups) - 1
             if self.shuffle:
-                buffer = [buffer[i] for i in rng.permutation(len(buffer))]
-            full = len(buffer) // self.batch_size * self.batch_size
-            for i in range(0, full, self.batch_size):
-                yield buffer[i : i + self.batch_size]
-            buffer = buffer[full:]
+                if len(sizes) < SHUFFLE_GROUPS and not last:
+                    continue  # still filling the buffer
+                buffer = [buffer[j] for j in rng.permutation(len(buffer))]
+            keep = 0 if last or not self.shuffle else sum(sizes[-(SHUFFLE_GROUPS - 1) :])
+            while len(buffer) - self.batch_size >= keep and len(buffer) >= self.batch_size:
+                yield buffer[: self.batch_size]
+                buffer = buffer[self.batch_size :]
         if buffer and self.steps is None:
             yield buffer
 
@@ -199,7 +208,7 @@ def loader(batches: ParquetBatches, workers: int = 1) -> DataLoader:
         batch_size=None,
         num_workers=workers,
         persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
+        prefetch_factor=8 if workers > 0 else None,  # ~1 s of steps ahead of the trainer
     )
 
 
