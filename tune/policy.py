@@ -123,9 +123,9 @@ def url_problem(url: str, prefixes: list[str], resolve: bool) -> str | None:
         if reason:
             return reason
     allowed = []
-    for p in prefixes:
+    for p in prefixes:  # resolved like the URL (a prefix may itself sit behind a symlink)
         try:
-            allowed.append(canonical(p, resolve=False))
+            allowed.append(canonical(p, resolve))
         except ValueError:
             continue
     if not any(canon == p or canon.startswith(p.rstrip("/") + "/") for p in allowed):

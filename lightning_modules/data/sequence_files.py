@@ -18,7 +18,7 @@ from lightning_modules.config import SequencesData
 
 EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".npz": "npz"}
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-HASHED_WHOLE_BYTES = 64 << 20  # files up to this size are digested whole; larger: head, tail, size
+HASHED_WHOLE_BYTES = 64 << 20  # data up to this size is digested whole; larger: head, tail, size
 EDGE_BYTES = 1 << 20
 
 
@@ -82,26 +82,28 @@ def _ext(path: str) -> str:
 
 
 def digest(cfg: SequencesData) -> str:
-    """Identity of the data a spec reads: file contents (head+tail+size when large) and options.
+    """Identity of the data a spec reads: its files and the data options.
 
-    The same digest is the MLflow dataset digest and the registry's data fingerprint, so the
-    champion guard compares test metrics only on the same files, split and preprocessing.
+    Data up to HASHED_WHOLE_BYTES in all is hashed whole; larger data by each file's name,
+    size, first and last MiB (reading every byte of a large dataset per trial would cost more
+    than the training). The same digest is the MLflow dataset digest and the registry's data
+    fingerprint, so the champion guard compares test metrics only on the same data.
     """
     h = hashlib.sha256()
     options = cfg.model_dump(exclude={"reader", "stream_above_mb", "limit"})
     h.update(json.dumps(options, sort_keys=True).encode())
-    for url in filter(None, (cfg.url, cfg.val_url, cfg.test_url)):
-        fs, files, _ = list_files(url, cfg.format)
-        for path in files:
-            size = fs.size(path)
-            h.update(f"{path.rsplit('/', 1)[-1]}:{size}".encode())
-            with fs.open(path, "rb") as f:
-                if size <= HASHED_WHOLE_BYTES:
-                    h.update(f.read())
-                else:
-                    h.update(f.read(EDGE_BYTES))
-                    f.seek(size - EDGE_BYTES)
-                    h.update(f.read(EDGE_BYTES))
+    listed = [list_files(u, cfg.format) for u in filter(None, (cfg.url, cfg.val_url, cfg.test_url))]
+    sized = [(fs, path, fs.size(path)) for fs, files, _ in listed for path in files]
+    whole = sum(size for _, _, size in sized) <= HASHED_WHOLE_BYTES
+    for fs, path, size in sized:
+        h.update(f"{path.rsplit('/', 1)[-1]}:{size}".encode())
+        with fs.open(path, "rb") as f:
+            if whole or size <= 2 * EDGE_BYTES:
+                h.update(f.read())
+            else:
+                h.update(f.read(EDGE_BYTES))
+                f.seek(size - EDGE_BYTES)
+                h.update(f.read(EDGE_BYTES))
     return h.hexdigest()[:16]
 
 
