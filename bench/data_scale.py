@@ -9,7 +9,8 @@ process tree (the trainer and its loader worker) as PSS, so pages the forked wor
 the trainer count once; sampled every 50 ms. Step time is the wall time
 between consecutive training steps (so it includes any wait for data), median over the steps
 after a warm-up; the baseline runs the same 100 MB data loaded as in-memory tensors
-(`reader: memory`) in the same invocation.
+(`reader: memory`) in the same invocation. Memory is measured in separate runs (sampling it
+slows the sampled process).
 
     .venv/bin/python bench/data_scale.py                 # ~6 min on 2 cores, ~2.2 GB of disk
     .venv/bin/python bench/data_scale.py --smoke-test    # seconds
@@ -139,8 +140,11 @@ def _pss(proc) -> int:
         return proc.memory_info().rss
 
 
-def run_trial(url: str, reader: str, steps: int) -> dict:
-    """`trial` in a fresh process; peak memory (PSS) of its process tree every 50 ms."""
+def run_trial(url: str, reader: str, steps: int, sample_memory: bool) -> dict:
+    """`trial` in a fresh process; with `sample_memory`, peak memory (PSS) of its process tree
+    every 50 ms. Timed runs do not sample: reading a process's page map (smaps) takes its
+    memory-map lock, which stalls the trainer's allocations and would slow the arm with more
+    processes (the streamed one: trainer and loader worker) more than the other."""
     import psutil
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,11 +154,12 @@ def run_trial(url: str, reader: str, steps: int) -> dict:
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
         parent, peak = psutil.Process(proc.pid), 0
         while proc.poll() is None:
-            try:
-                tree = [parent, *parent.children(recursive=True)]
-                peak = max(peak, sum(_pss(p) for p in tree))
-            except psutil.Error:
-                pass
+            if sample_memory:
+                try:
+                    tree = [parent, *parent.children(recursive=True)]
+                    peak = max(peak, sum(_pss(p) for p in tree))
+                except psutil.Error:
+                    pass
             time.sleep(0.05)
         if proc.returncode != 0:
             raise RuntimeError(f"trial on {url} ({reader}) exited with {proc.returncode}")
@@ -191,9 +196,16 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             order = ["memory", "stream"] if r % 2 == 0 else ["stream", "memory"]
             for reader in order:
-                arms[f"{reader}_small"].append(run_trial(small, reader, args.steps))
+                arms[f"{reader}_small"].append(run_trial(small, reader, args.steps, False))
         runs = {name: _median_run(results) for name, results in arms.items()}
-        runs["stream_large"] = run_trial(large, "stream", args.steps)
+        runs["stream_large"] = run_trial(large, "stream", args.steps, False)
+        # Memory in runs of their own, sampled (see run_trial).
+        for name, url, reader in [
+            ("memory_small", small, "memory"),
+            ("stream_small", small, "stream"),
+            ("stream_large", large, "stream"),
+        ]:
+            runs[name]["peak_rss_mb"] = run_trial(url, reader, args.steps, True)["peak_rss_mb"]
     rss_ratio = runs["stream_large"]["peak_rss_mb"] / runs["stream_small"]["peak_rss_mb"]
     ratios = [
         s["step_ms"] / m["step_ms"]

@@ -37,6 +37,8 @@ class RecurrentTask(pl.LightningModule):
         self.clipper = GradientClipper(o.grad_clip_algorithm, o.grad_clip, o.autoclip_percentile)
         self.monitor, self.mode = M.DEFAULT_MONITOR[self.spec.task]
         self.diverged = False
+        self.diverged_reason = ""  # e.g. "epoch 3: train_loss 123 > 10 x the first batch's 2.3"
+        self.initial_loss: float | None = None  # the first training batch's loss (all ranks)
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
         self._epoch_start = time.perf_counter()
 
@@ -81,10 +83,15 @@ class RecurrentTask(pl.LightningModule):
         self._epoch_start = time.perf_counter()
         self._sums.pop("train", None)
         zero = torch.zeros((), device=self.device)
-        self._sums["clip"] = {"norm": zero, "clipped": zero, "steps": zero}
+        self._sums["clip"] = {"norm": zero, "clipped": zero, "steps": zero, "nonfinite": zero}
 
     def training_step(self, batch, batch_idx: int):
         loss, sums = self.batch_loss(batch, "train")
+        if self.initial_loss is None:  # once per run: every rank is at its first step here
+            first = loss.detach().double()
+            if self._world_size() > 1:
+                first = self.trainer.strategy.reduce(first, reduce_op="mean")
+            self.initial_loss = float(first)
         finite = torch.isfinite(loss)
         if self._world_size() > 1:
             # All ranks must skip the step together, or the others block in the gradient
@@ -92,8 +99,7 @@ class RecurrentTask(pl.LightningModule):
             finite = self.trainer.strategy.reduce_boolean_decision(bool(finite), all=True)
         if not finite:
             # A NaN/inf loss: end the run as diverged instead of stepping on garbage.
-            self.diverged = True
-            self.trainer.should_stop = True
+            self._diverge(f"epoch {self.current_epoch + 1}: the training loss became {loss:.3g}")
             return None
         self._accumulate("train", sums)
         return loss
@@ -105,6 +111,7 @@ class RecurrentTask(pl.LightningModule):
         c["norm"] = c["norm"] + norm.detach().to(c["norm"].device)
         c["clipped"] = c["clipped"] + clipped.detach().to(c["norm"].device).float()
         c["steps"] = c["steps"] + 1
+        c["nonfinite"] = c["nonfinite"] + (~torch.isfinite(norm.detach())).to(c["norm"].device)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         _, sums = self.batch_loss(batch, "val")
@@ -128,6 +135,8 @@ class RecurrentTask(pl.LightningModule):
         if self.trainer.optimizers:
             logs[M.LR] = self.trainer.optimizers[0].param_groups[0]["lr"]
         logs[M.EPOCH_TIME_S] = time.perf_counter() - self._epoch_start
+        if not self.diverged:
+            self._check_divergence(logs, clip)
         if self.diverged:
             logs = {k: (math.nan if k.startswith("val_") else v) for k, v in logs.items()}
         # The metrics are global already (totals summed across ranks); sync_dist says so to
@@ -136,6 +145,36 @@ class RecurrentTask(pl.LightningModule):
         for key, value in logs.items():
             prog_bar = key in (M.TRAIN_LOSS, M.VAL_LOSS, self.monitor)
             self.log(key, value, prog_bar=prog_bar, sync_dist=sync)
+
+    def _diverge(self, reason: str) -> None:
+        self.diverged, self.diverged_reason = True, reason
+        self.trainer.should_stop = True
+
+    def _check_divergence(self, logs: dict[str, float], clip: dict | None) -> None:
+        """A finite explosion ends the run too: a non-finite gradient norm, or an epoch's mean
+        training loss above `trainer.divergence_factor` x the first batch's loss (the loss of
+        the untrained network: a run that is learning stays below it, one that blew up is far
+        above it whatever the loss's scale). Every rank decides the same: both are global."""
+        epoch = self.current_epoch + 1
+        if clip is not None and clip["nonfinite"] > 0:
+            steps = int(clip["nonfinite"])
+            self._diverge(f"epoch {epoch}: the gradient norm was NaN/inf in {steps} steps")
+            return
+        factor, train = self.spec.trainer.divergence_factor, logs.get(M.TRAIN_LOSS)
+        first = self.initial_loss
+        if factor is None or train is None or first is None or first <= 0:
+            return
+        if not math.isfinite(train) or train > factor * first:
+            self._diverge(
+                f"epoch {epoch}: {M.TRAIN_LOSS} {train:.4g} > {factor:g} x the first batch's "
+                f"loss {first:.4g} (trainer.divergence_factor)"
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rnntune_initial_loss"] = self.initial_loss  # a resumed run keeps its baseline
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.initial_loss = checkpoint.get("rnntune_initial_loss", self.initial_loss)
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self._collect("test"))

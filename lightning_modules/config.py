@@ -256,6 +256,9 @@ class TrainerConfig(Section):
     """Wall-clock budget in seconds; training stops after the step that crosses it."""
     patience: int | None = Field(None, ge=1)
     """Early stopping: epochs without improvement of the monitored metric (None: off)."""
+    divergence_factor: float | None = Field(5.0, gt=1)
+    """Divergence: stop, as diverged, when an epoch's mean training loss exceeds this multiple
+    of the first batch's loss (None: only a NaN/inf loss or gradient norm counts)."""
     seed: int = 0
     accelerator: Literal["auto", "cpu", "gpu"] = "cpu"
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"

@@ -51,6 +51,7 @@ class TrainResult:
     data_fingerprint: str
     history: list[dict[str, float]] = field(default_factory=list)
     grad_norms_over_time: list[float] = field(default_factory=list)
+    diverged_reason: str = ""
 
 
 def data_info(data: SequenceData) -> dict:
@@ -228,6 +229,7 @@ def train(
         data_fingerprint=data.fingerprint(),
         history=history.rows,
         grad_norms_over_time=norms,
+        diverged_reason=module.diverged_reason,
     )
     (out / "result.json").write_text(
         json.dumps({**asdict(result), "versions": _versions()}, indent=2)

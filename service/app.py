@@ -7,6 +7,7 @@ to start without safe ones), opens the job store and re-syncs unfinished jobs fr
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from contextlib import asynccontextmanager
 
@@ -32,6 +33,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # The service only reads MLflow, inside requests: a short timeout and few retries
+        # (MLflow's defaults retry for minutes), unless the operator set them.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         store = JobStore(settings.database_url)
         token = settings.ray_auth_token.get_secret_value() if settings.ray_auth_token else None
         ray = RayJobs(settings.ray_address, settings.cluster_python, token)

@@ -32,6 +32,8 @@ def cmd_train(spec_path: str, output_dir: str | None, max_epochs: int | None, qu
     print(
         f"\nstatus       {result.status} after {result.epochs} epochs, {result.train_time_s:.1f} s"
     )
+    if result.diverged_reason:
+        print(f"diverged     {result.diverged_reason}")
     if result.best_val is not None:
         print(f"best {result.monitor:<7} {result.best_val:.4f}")
     for name, value in sorted(result.test.items()):
@@ -66,7 +68,7 @@ def cmd_run(spec_path: str, job_id: str | None = None) -> int:
 
     summary = run_job(spec, job_id=job_id)
     print(format_summary(summary))
-    return 0 if summary.best_metric is not None else 1
+    return summary.outcome.exit_code
 
 
 def cmd_resume(job_id: str, storage: str) -> int:
@@ -76,7 +78,7 @@ def cmd_resume(job_id: str, storage: str) -> int:
     spec = load_stored_spec(storage, job_id)
     summary = run_job(spec, job_id=job_id, resume=True)
     print(format_summary(summary))
-    return 0 if summary.best_metric is not None else 1
+    return summary.outcome.exit_code
 
 
 def cmd_schema() -> int:

@@ -16,6 +16,10 @@ class ServiceError(RuntimeError):
     """A request the service refused or could not be reached for; the message is one line."""
 
 
+class ServiceUnreachable(ServiceError):
+    """No answer (connection refused or dropped, a gateway error): worth trying again."""
+
+
 @dataclass
 class ServiceClient:
     url: str
@@ -48,11 +52,15 @@ class ServiceClient:
                 **kwargs,
             )
         except requests.ConnectionError:
-            raise ServiceError(
+            raise ServiceUnreachable(
                 f"cannot reach the job service at {self.url} (is it running? `rnntune up`)"
             ) from None
         except requests.Timeout:
-            raise ServiceError(f"the job service at {self.url} did not answer in time") from None
+            raise ServiceUnreachable(
+                f"the job service at {self.url} did not answer in time"
+            ) from None
+        if r.status_code in (502, 503, 504):  # a proxy in front of a restarting service
+            raise ServiceUnreachable(_describe(r))
         if r.status_code >= 400:
             raise ServiceError(_describe(r))
         return r
@@ -80,8 +88,15 @@ class ServiceClient:
         return self.request("GET", f"/jobs/{job_id}/logs", params={"tail": tail}).text
 
     def follow(self, job_id: str) -> Iterator[str]:
+        """The driver's log from its start, streamed until the job ends; a dropped connection
+        raises ServiceUnreachable."""
         r = self.request("GET", f"/jobs/{job_id}/logs", params={"follow": "true"}, stream=True)
-        yield from r.iter_content(chunk_size=None, decode_unicode=True)
+        try:
+            yield from r.iter_content(chunk_size=None, decode_unicode=True)
+        except requests.RequestException:  # e.g. ChunkedEncodingError: the service went away
+            raise ServiceUnreachable(
+                f"lost the connection to the job service at {self.url}"
+            ) from None
 
     def models(self, name: str | None = None) -> list[dict]:
         if name:

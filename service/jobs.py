@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import posixpath
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
@@ -38,10 +39,28 @@ class JobNotFound(LookupError):
 
 
 @dataclass
+class Synced:
+    """A job as the store has it after a refresh; `stale` says which source did not answer."""
+
+    job: Job
+    stale: str | None = None
+
+
+@dataclass
 class JobService:
     settings: Settings
     store: JobStore
     ray: RayJobs
+    # Calls to Ray and MLflow run here, so a request waits at most `dependency_timeout_s` for
+    # each: a dependency that hangs or retries for a minute never holds a status read.
+    calls: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="dependency")
+    )
+
+    def bounded(self, fn, *args):
+        """`fn(*args)` within the settings' dependency timeout; TimeoutError if it takes longer
+        (it finishes in the background, and a later read gets its result)."""
+        return self.calls.submit(fn, *args).result(timeout=self.settings.dependency_timeout_s)
 
     def admit(self, raw: object, caller: Principal) -> JobSpec:
         """A validated spec with the service's defaults filled in, within the caller's quotas."""
@@ -132,35 +151,50 @@ class JobService:
             raise JobNotFound(job_id)
         return job
 
-    def sync(self, job: Job) -> Job:
-        """Status from Ray while the job is active; progress from MLflow until it is final."""
+    def sync(self, job: Job) -> Synced:
+        """Status from Ray while the job is active; progress from MLflow until it is final.
+
+        Either may be down: the job is then answered as last known, with `stale` saying so.
+        """
         updates: dict = {}
+        stale: list[str] = []
+        wait = f"no answer within {self.settings.dependency_timeout_s:g} s"
         if job.status in ACTIVE:
             try:
-                status, message = self.ray.status(job.id)
+                status, message = self.bounded(self.ray.status, job.id)
                 updates.update(status=status, message=message)
             except RayJobMissing:
                 updates.update(status=FAILED, message="the Ray cluster has no record of this job")
             except RayUnavailable as e:
-                log.warning("status of %s not refreshed: %s", job.id, e)
+                stale.append(f"Ray: {e}")
+            except TimeoutError:
+                stale.append(f"Ray: {wait}")
         final = updates.get("status", job.status) not in ACTIVE
         # Only the service's own MLflow is ever queried: a URI from a spec is never opened here.
         if not job.progress_final and job.tracking_uri == self.settings.tracking_uri:
             try:
-                p = job_progress(job.tracking_uri, job.experiment, job.metric, job.mode, job.id)
+                p = self.bounded(
+                    job_progress, job.tracking_uri, job.experiment, job.metric, job.mode, job.id
+                )
                 updates.update(
                     parent_run_id=p.parent_run_id,
                     experiment_id=p.experiment_id,
                     trials=p.trials,
                     best_metric=p.best_metric,
                     champion_decision=p.champion_decision,
+                    outcome=p.outcome,
+                    cause=p.cause,
                     progress_final=int(final),
                 )
+            except TimeoutError:
+                stale.append(f"MLflow: {wait}")
             except Exception as e:  # noqa: BLE001 - MLflow down must not fail a status read
-                log.warning("progress of %s not refreshed: %s", job.id, e)
-        if not updates:
-            return job
-        return self.store.update(job.id, **updates)
+                stale.append(f"MLflow: {str(e).strip().splitlines()[-1][:200] if str(e) else e}")
+        for problem in stale:
+            log.warning("job %s not refreshed: %s", job.id, problem)
+        if updates:
+            job = self.store.update(job.id, **updates)
+        return Synced(job, "; ".join(stale) or None)
 
     def stop(self, job: Job) -> Job:
         """Asks Ray to stop an active job; a finished job is returned as it is (idempotent).
@@ -173,7 +207,7 @@ class JobService:
                 self.ray.stop(job.id)
             except RayJobMissing:
                 pass
-        job = self.sync(job)
+        job = self.sync(job).job
         if job.status == PENDING:
             job = self.store.update(job.id, status=STOPPED, message="stopped before it started")
         return job

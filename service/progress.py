@@ -1,4 +1,4 @@
-"""A job's progress as MLflow records it: trials by state, best metric, champion decision."""
+"""A job's progress as MLflow records it: trials by how they ended, best metric, outcome."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 
 from mlflow.tracking import MlflowClient
 
-from tune.tracking import JOB_TAG, PARENT_TAG
+from tune import outcome as O
 
-# MLflow run status -> what the job view calls the trial.
-TRIAL_STATE = {"RUNNING": "running", "SCHEDULED": "running", "FINISHED": "done"}
-TRIAL_STATE |= {"KILLED": "stopped", "FAILED": "failed"}
+RUNNING = "running"
+# A child run with no end tag (an older job, or one still running) by its MLflow status.
+END_OF_STATUS = {"FINISHED": O.COMPLETED, "KILLED": O.INTERRUPTED, "FAILED": O.ERROR}
 
 
 @dataclass
@@ -21,6 +21,15 @@ class Progress:
     trials: dict[str, int] = field(default_factory=dict)
     best_metric: float | None = None
     champion_decision: str | None = None
+    outcome: str | None = None  # set when the driver ended the job (tune.outcome's names)
+    cause: str | None = None  # the first real cause of a failure, one line
+
+
+def trial_state(status: str, tags: dict[str, str]) -> str:
+    if status in ("RUNNING", "SCHEDULED"):
+        return RUNNING
+    end = tags.get(O.TRIAL_END_TAG)
+    return end if end in O.TRIAL_ENDS else END_OF_STATUS.get(status, RUNNING)
 
 
 def job_progress(
@@ -32,17 +41,19 @@ def job_progress(
     if experiment is None:
         return Progress()
     runs = client.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.`{JOB_TAG}` = '{job_id}'", max_results=5000
+        [experiment.experiment_id],
+        filter_string=f"tags.`{O.JOB_TAG}` = '{job_id}'",
+        max_results=5000,
     )
-    parents = [r for r in runs if PARENT_TAG not in r.data.tags]
+    parents = [r for r in runs if O.PARENT_TAG not in r.data.tags]
     if not parents:
         return Progress(experiment_id=experiment.experiment_id)
     parent = parents[0]
-    children = [r for r in runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id]
-    trials: dict[str, int] = {"done": 0, "running": 0, "stopped": 0, "failed": 0}
+    children = [r for r in runs if r.data.tags.get(O.PARENT_TAG) == parent.info.run_id]
+    trials = {RUNNING: 0, **{end: 0 for end in O.TRIAL_ENDS}}
     values = []
     for run in children:
-        trials[TRIAL_STATE.get(run.info.status, "running")] += 1
+        trials[trial_state(run.info.status, run.data.tags)] += 1
         value = run.data.metrics.get(metric)
         if value is not None and math.isfinite(value):
             values.append(value)
@@ -55,4 +66,6 @@ def job_progress(
         trials=trials,
         best_metric=best,
         champion_decision=parent.data.tags.get("champion_decision"),
+        outcome=parent.data.tags.get(O.OUTCOME_TAG),
+        cause=parent.data.tags.get(O.CAUSE_TAG),
     )

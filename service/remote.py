@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
-from service.client import ServiceClient
+from service.client import ServiceClient, ServiceUnreachable
 from service.stack import down, load_stack, up
+from tune.outcome import COMPLETED, EARLY_STOPPED, EXIT_CODE, FAILED_ENDS
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+T = TypeVar("T")
 
 
 def cmd_up(num_cpus: int | None, allow_paths: list[str] | None = None) -> int:
@@ -41,16 +45,64 @@ def cmd_submit(spec_path: str, follow: bool) -> int:
     return _follow(client, job["id"])
 
 
+RECONNECT_FOR_S = 600.0  # how long following a job keeps trying to reach a restarting service
+
+
 def _follow(client: ServiceClient, job_id: str) -> int:
-    for chunk in client.follow(job_id):
-        sys.stdout.write(chunk)
-        sys.stdout.flush()
+    """Streams the job's log to its end, then its details and the driver's verdict."""
+    log = _LogPrinter(client, job_id)
+    job = _reconnecting(lambda: (log.run(), _final(client, job_id))[1])
+    print(_details(job))
+    if job.get("outcome") in EXIT_CODE:  # the driver's verdict, as `rnntune run` would exit
+        return EXIT_CODE[job["outcome"]]
+    return 0 if job["status"] == "SUCCEEDED" else 1
+
+
+def _final(client: ServiceClient, job_id: str) -> dict:
     job = client.job(job_id)
-    while job["status"] not in TERMINAL:  # the log stream can end just before Ray's status does
+    while job["status"] not in TERMINAL:  # the log stream can end just before Ray's status
         time.sleep(1)
         job = client.job(job_id)
-    print(_details(job))
-    return 0 if job["status"] == "SUCCEEDED" else 1
+    return job
+
+
+def _reconnecting(step: Callable[[], T]) -> T:
+    """`step()`, again every 2 s while the service cannot be reached (a restart), for up to
+    RECONNECT_FOR_S; says once that it lost the service and once that it is back."""
+    lost_at = None
+    while True:
+        try:
+            result = step()
+        except ServiceUnreachable as e:
+            now = time.monotonic()
+            if lost_at is None:
+                lost_at = now
+                print(f"\nrnntune: {e}; reconnecting ...", file=sys.stderr, flush=True)
+            if now - lost_at > RECONNECT_FOR_S:
+                raise ServiceUnreachable(f"{e} (for {RECONNECT_FOR_S:.0f} s; gave up)") from None
+            time.sleep(2)
+            continue
+        if lost_at is not None:
+            print("rnntune: reconnected", file=sys.stderr)
+        return result
+
+
+class _LogPrinter:
+    """Prints a job's log once: each reconnection streams it from its start again, and what was
+    printed already is skipped."""
+
+    def __init__(self, client: ServiceClient, job_id: str) -> None:
+        self.client, self.job_id, self.printed = client, job_id, 0
+
+    def run(self) -> None:
+        seen = 0
+        for chunk in self.client.follow(self.job_id):
+            new = chunk[max(0, self.printed - seen) :]
+            seen += len(chunk)
+            if new:
+                sys.stdout.write(new)
+                sys.stdout.flush()
+                self.printed += len(new)
 
 
 def cmd_status(job_id: str | None, status: str | None) -> int:
@@ -59,12 +111,13 @@ def cmd_status(job_id: str | None, status: str | None) -> int:
         print(_details(client.job(job_id)))
         return 0
     page = client.jobs(status)
-    print(f"{'job':<40} {'status':<10} {'trials d/r/s/f':<15} {'best':>8}  created")
+    print(f"{'job':<40} {'status':<10} {'trials r/ok/es/fail':<19} {'best':>8}  created")
     for j in page["items"]:
         t = j["trials"]
-        trials = "/".join(str(t.get(k, 0)) for k in ("done", "running", "stopped", "failed"))
+        failed = sum(t.get(k, 0) for k in FAILED_ENDS)
+        trials = f"{t.get('running', 0)}/{t.get(COMPLETED, 0)}/{t.get(EARLY_STOPPED, 0)}/{failed}"
         best = f"{j['best_metric']:.4f}" if j["best_metric"] is not None else "-"
-        print(f"{j['id']:<40} {j['status']:<10} {trials:<15} {best:>8}  {j['created_at'][:19]}")
+        print(f"{j['id']:<40} {j['status']:<10} {trials:<19} {best:>8}  {j['created_at'][:19]}")
     if page["total"] > len(page["items"]):
         print(f"({len(page['items'])} of {page['total']} shown)")
     return 0
@@ -75,7 +128,11 @@ def _details(j: dict) -> str:
     if j.get("message"):
         lines.append(f"message  {j['message']}")
     if j["trials"]:
-        lines.append("trials   " + ", ".join(f"{v} {k}" for k, v in j["trials"].items()))
+        lines.append("trials   " + ", ".join(f"{v} {k}" for k, v in j["trials"].items() if v))
+    if j.get("outcome"):
+        lines.append(f"outcome  {j['outcome'].replace('_', ' ')}")
+    if j.get("cause"):
+        lines.append(f"cause    {j['cause']}")
     if j["best_metric"] is not None:
         lines.append(f"best     {j['metric']} = {j['best_metric']:.4f}")
     if j.get("champion_decision"):
@@ -88,9 +145,7 @@ def _details(j: dict) -> str:
 def cmd_logs(job_id: str, follow: bool, tail: int) -> int:
     client = ServiceClient.configured()
     if follow:
-        for chunk in client.follow(job_id):
-            sys.stdout.write(chunk)
-            sys.stdout.flush()
+        _reconnecting(_LogPrinter(client, job_id).run)
         return 0
     sys.stdout.write(client.logs(job_id, tail))
     return 0

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     """JSON list of {"user", "role", "sha256"}: the accepted bearer tokens, stored hashed."""
     tokens_file: Path | None = None
     """A file holding the same JSON list (or YAML)."""
+    dependency_timeout_s: float = Field(1.5, gt=0)
+    """How long a request waits for Ray or MLflow before answering with what the store knows
+    (marked stale)."""
     max_concurrent_jobs: int = Field(4, ge=0)
     """Per user: pending or running jobs at once."""
     max_trials_per_job: int = Field(64, ge=1)

@@ -129,8 +129,8 @@ def start_ray_head(
     )
 
 
-def start_mlflow(root: Path) -> Component:
-    port = free_port()
+def start_mlflow(root: Path, port: int | None = None) -> Component:
+    port = port or free_port()
     argv = [str(bin_dir() / "mlflow"), "server", "--host", LOOPBACK, "--port", str(port)]
     argv += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
     argv += ["--artifacts-destination", (root / "artifacts").as_uri(), "--workers", "1"]
@@ -260,10 +260,15 @@ def up(num_cpus: int | None = None, allow_paths: list[str] | None = None) -> Sta
         started,
         allowed,
     )
+    save_stack(stack)
+    return stack
+
+
+def save_stack(stack: Stack) -> None:
+    """`$RNNTUNE_HOME/stack.json`: what `rnntune down` stops and the CLI connects to."""
     path = home() / "stack.json"
     path.write_text(json.dumps(asdict(stack), indent=2))
     path.chmod(0o600)
-    return stack
 
 
 def policy_settings(allowed: list[str], storage_url: str, tracking_uri: str) -> dict[str, str]:

@@ -17,7 +17,9 @@ from sqlalchemy import (
     Text,
     create_engine,
     func,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -68,6 +70,9 @@ class Job(Base):
     best_metric: Mapped[float | None] = mapped_column(Float, nullable=True)
     champion_decision: Mapped[str | None] = mapped_column(Text, nullable=True)
     progress_final: Mapped[int] = mapped_column(Integer, default=0)
+    # The driver's verdict (tune.outcome): succeeded, succeeded_with_failed_trials, failed, ...
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    cause: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Owner(Base):
@@ -93,6 +98,7 @@ class JobStore:
     def __init__(self, url: str) -> None:
         self.engine = _engine(url)
         Base.metadata.create_all(self.engine)
+        _add_new_columns(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -175,6 +181,19 @@ class JobStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _add_new_columns(engine: Engine) -> None:
+    """A store made by an older version gains the columns added since (all nullable), so an
+    upgrade keeps every job it holds."""
+    present = {c["name"] for c in inspect(engine).get_columns(Job.__tablename__)}
+    with engine.begin() as conn:
+        for column in Job.__table__.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(
+                    text(f"ALTER TABLE {Job.__tablename__} ADD COLUMN {column.name} {kind}")
+                )
 
 
 def _engine(url: str) -> Engine:

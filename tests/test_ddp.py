@@ -97,7 +97,7 @@ def _trial_results(store: Path, job_id: str) -> dict[Path, list[dict]]:
 def test_ddp_job_trains_two_ranks_and_registers(ray_local, mlflow_server, tmp_path):
     spec = parse_job_spec(_raw(tmp_path, mlflow_server))
     summary = run_job(spec)
-    assert summary.trial_states == {"done": 1} and not summary.errors, summary
+    assert summary.trial_states == {"completed": 1} and not summary.errors, summary
 
     client = MlflowClient(mlflow_server)
     exp = client.get_run(summary.parent_run_id).info.experiment_id
@@ -146,7 +146,7 @@ def test_ddp_job_trains_two_ranks_and_registers(ray_local, mlflow_server, tmp_pa
 @pytest.mark.slow
 def test_ddp_job_on_streamed_parquet_reads_rank_shards(ray_local, mlflow_server, tmp_path):
     """Two ranks stream the user's Parquet file by row groups: disjoint shards, equal steps."""
-    from lightning_modules.data.parquet_stream import ParquetBatches
+    from lightning_modules.data.parquet_stream import ParquetBatches, loader
     from tests.sequence_files import sensor_sequences, write_parquet
 
     xs, labels, _ = sensor_sequences(n=240)
@@ -161,7 +161,7 @@ def test_ddp_job_on_streamed_parquet_reads_rank_shards(ray_local, mlflow_server,
     )
     spec = parse_job_spec(raw)
     summary = run_job(spec)
-    assert summary.trial_states == {"done": 1} and not summary.errors, summary
+    assert summary.trial_states == {"completed": 1} and not summary.errors, summary
     data = build_data(spec.data, spec.trainer.seed)
     (trial_dir, rows), *_ = _trial_results(tmp_path / "store", summary.job_id).items()
     assert [r["epoch"] for r in rows] == list(range(1, EPOCHS + 1))
@@ -169,5 +169,6 @@ def test_ddp_job_on_streamed_parquet_reads_rank_shards(ray_local, mlflow_server,
     ckpt = trial_dir / rows[-1]["checkpoint_dir_name"] / CHECKPOINT_FILE
     steps = len(data.train) // 2 // batch  # every rank the same, whatever its shard's size
     assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == EPOCHS * steps
-    val = load_module(ckpt).evaluate(ParquetBatches(data.val, 256, False), stage="val")
+    val_batches = loader(ParquetBatches(data.val, 256, False), workers=0)
+    val = load_module(ckpt).evaluate(val_batches, stage="val")
     assert rows[-1]["val_acc"] == pytest.approx(val["val_acc"], abs=1e-6)

@@ -137,7 +137,8 @@ def test_trials_use_both_nodes_and_survive_worker_loss(ray_env, ray_tmpdir, tmp_
         cluster.shutdown()
 
     out = driver_log()
-    assert f"job {JOB_ID}: 2 trials (2 done)" in out, out
+    assert f"job {JOB_ID}: 2 trials (2 completed)" in out, out
+    assert "\noutcome: succeeded (2 trials: 2 completed)" in out, out
 
     # Every trial reached the last epoch; the storage holds the final result.json of each.
     job_dir = tmp_path / "store" / JOB_ID
@@ -175,3 +176,9 @@ def test_trials_use_both_nodes_and_survive_worker_loss(ray_env, ray_tmpdir, tmp_
     children = [r for r in runs if PARENT_TAG in r.data.tags]
     assert len(children) == 2
     assert all(r.info.status == "FINISHED" for r in children), [r.info for r in children]
+    # The node loss and the retry are on the victim's run, with the error Ray gave.
+    retried = [r for r in children if r.data.tags["rnntune.trial_id"] in victim]
+    assert len(retried) == 1 and retried[0].data.tags.get("rnntune.retries") == "1", retried
+    assert retried[0].data.tags["rnntune.retry.1"], retried[0].data.tags
+    (other,) = [r for r in children if r is not retried[0]]
+    assert "rnntune.retries" not in other.data.tags

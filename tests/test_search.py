@@ -71,7 +71,8 @@ def test_asha_job_tracks_one_parent_and_four_children(asha_job, mlflow_server):
         assert not any(k.startswith(("config/", "time_")) or k == "pid" for k in run.data.metrics)
         history = client.get_metric_history(run.info.run_id, "val_acc")
         assert [m.step for m in history] == list(range(1, len(history) + 1))
-        assert run.info.status in ("FINISHED", "KILLED")
+        assert run.info.status == "FINISHED"  # early-stopped trials are not failures
+        assert run.data.tags["rnntune.trial_end"] in ("completed", "early_stopped")
     artifacts = {a.path for a in client.list_artifacts(summary.parent_run_id)}
     assert {
         "comparison.png",
@@ -85,10 +86,12 @@ def test_asha_stops_hopeless_trials_early(asha_job, mlflow_server):
     _, summary = asha_job
     client = MlflowClient(mlflow_server)
     children = _children(client, summary.parent_run_id)
-    killed = [r for r in children if r.info.status == "KILLED"]
-    assert killed and all(r.data.tags.get("stopped_by") == "asha" for r in killed)
+    stopped = [r for r in children if r.data.tags.get("rnntune.trial_end") == "early_stopped"]
+    assert stopped and all(r.data.tags.get("stopped_by") == "asha" for r in stopped)
+    assert summary.trial_states.get("early_stopped") == len(stopped)
+    assert summary.outcome.kind == "succeeded" and summary.outcome.exit_code == 0
     hopeless = [r for r in children if float(r.data.params["lr"]) < 1e-5]
-    assert all(r.info.status == "KILLED" for r in hopeless)
+    assert {r.info.run_id for r in hopeless} <= {r.info.run_id for r in stopped}
     assert all(len(client.get_metric_history(r.info.run_id, "val_acc")) < 4 for r in hopeless)
 
 

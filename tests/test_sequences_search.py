@@ -50,7 +50,7 @@ def sensor_job(ray_local, mlflow_server, tmp_path_factory):
 
 
 def test_search_on_user_parquet_learns_and_registers(sensor_job):
-    assert sensor_job.trials == 2 and sensor_job.trial_states == {"done": 2}
+    assert sensor_job.trials == 2 and sensor_job.trial_states == {"completed": 2}
     assert sensor_job.best_metric > 0.8
     assert sensor_job.registration is not None and sensor_job.registration.test_value > 0.75
 

@@ -20,7 +20,16 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from service.auth import hash_token
-from service.stack import Component, load_stack, service_env, start_service, stop, wait_ready
+from service.stack import (
+    Component,
+    load_stack,
+    save_stack,
+    service_env,
+    start_mlflow,
+    start_service,
+    stop,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.slow
 RNNTUNE = str(Path(sys.executable).parent / "rnntune")
@@ -73,6 +82,16 @@ class Api:
             time.sleep(1.5)
         raise TimeoutError(f"job {job_id} stuck at {job}")
 
+    def wait_for_any(self, until, timeout: float = 240, user: str = "alice") -> dict:
+        """The first of the user's jobs for which `until(job)` holds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for job in self.call("GET", "/jobs", user).json()["items"]:
+                if until(job):
+                    return job
+            time.sleep(1)
+        raise TimeoutError("no job matched")
+
     def wait_idle(self, timeout: float = 240, user: str = "alice") -> None:
         """Until none of the user's jobs is active (earlier tests' jobs have ended)."""
         deadline = time.monotonic() + timeout
@@ -111,7 +130,7 @@ def stack(ray_env, tmp_path_factory, allowed_data):
         os.environ.pop("RNNTUNE_HOME", None)
 
 
-def _service(stack, root: Path, **settings) -> Component:
+def _service(stack, root: Path, port: int | None = None, **settings) -> Component:
     tokens = [{"user": u, "role": r, "sha256": hash_token(t)} for u, (t, r) in TOKENS.items()]
     (root / "tokens.json").write_text(json.dumps(tokens))
     env = service_env(
@@ -120,7 +139,7 @@ def _service(stack, root: Path, **settings) -> Component:
     # The cluster's job drivers allow the stack's storage only (its policy): share it.
     env["RNNTUNE_STORAGE_URL"] = str(Path(stack.dir) / "storage")
     env.update({f"RNNTUNE_{k.upper()}": str(v) for k, v in settings.items()})
-    proc = start_service(root / "logs", env)
+    proc = start_service(root / "logs", env, port)
     wait_ready(proc, "/healthz")
     return proc
 
@@ -176,7 +195,7 @@ def test_submit_follow_runs_to_champion(stack, tmp_path):
     job_id = proc.stdout.split("submitted ", 1)[1].split()[0]
     headers = {"Authorization": f"Bearer {state.token}"}
     job = requests.get(f"{state.url}/jobs/{job_id}", headers=headers, timeout=30).json()
-    assert job["status"] == "SUCCEEDED" and job["trials"]["done"] == 2
+    assert job["status"] == "SUCCEEDED" and job["trials"]["completed"] == 2
     assert job["best_metric"] > 0.1 and job["champion_decision"].startswith("promoted")
     assert job["mlflow_url"].startswith(state.tracking_uri) and job["mlflow_run_id"]
     client = MlflowClient(state.tracking_uri)
@@ -235,7 +254,7 @@ def test_auth_and_ownership(api):
     promote = api.call("POST", "/models/svc-e2e/aliases", json={"version": "1"})
     assert promote.status_code == 403
     done = api.wait(job_id, lambda j: j["status"] in ("SUCCEEDED", "FAILED"))
-    assert done["status"] == "SUCCEEDED" and done["trials"]["done"] == 2
+    assert done["status"] == "SUCCEEDED" and done["trials"]["completed"] == 2
 
 
 def test_quotas_answer_403(api):
@@ -302,16 +321,74 @@ def test_cancel_stops_the_ray_job_and_is_idempotent(api, stack):
     assert again.status_code == 200 and again.json()["status"] == "STOPPED"
 
 
-def test_job_survives_a_service_restart(api, stack):
-    job_id = api.call("POST", "/jobs", json=small_job("restart", epochs=3)).json()["id"]
-    api.wait(job_id, lambda j: j["status"] == "RUNNING")
+def test_job_and_its_following_client_survive_a_service_restart(api, stack, tmp_path):
+    """`rnntune submit --follow` attached while the service restarts: it reconnects, prints the
+    log once, and ends with the job's outcome (exit 0), never a traceback."""
+    api.wait_idle()
+    spec = tmp_path / "restart.yaml"
+    spec.write_text(yaml.safe_dump(small_job("restart", epochs=3)))
+    env = {**os.environ, "RNNTUNE_URL": api.url, "RNNTUNE_TOKEN": TOKENS["alice"][0]}
+    cli = subprocess.Popen(
+        [RNNTUNE, "submit", str(spec), "--follow"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    running = api.wait_for_any(lambda j: j["name"] == "restart" and j["status"] == "RUNNING")
+    time.sleep(3)  # the client is streaming the log now
     stop(api.proc)
-    limits = api.limits
-    api.proc = _service(stack[0], api.root, **limits)  # same job store, new port
-    api.url = api.proc.url
-    assert job_id in [j["id"] for j in api.call("GET", "/jobs").json()["items"]]
+    time.sleep(3)  # down for a while: the client's stream breaks and its retries fail
+    port = int(api.url.rsplit(":", 1)[1])
+    api.proc = _service(stack[0], api.root, port=port, **api.limits)  # same store and port
+    out, err = cli.communicate(timeout=300)
+    assert cli.returncode == 0, out[-3000:] + err[-3000:]
+    assert "reconnecting" in err and "reconnected" in err and "Traceback" not in err + out
+    assert out.count(f"job {running['id']}: 2 trials") == 1, out[-3000:]  # the log, once
+    assert "status   SUCCEEDED" in out and "outcome  succeeded" in out
+    done = api.call("GET", f"/jobs/{running['id']}").json()
+    assert done["status"] == "SUCCEEDED" and done["trials"]["completed"] == 2
+    assert done["outcome"] == "succeeded" and done["cause"] is None
+
+
+def _timed(api: Api, path: str) -> tuple[requests.Response, float]:
+    start = time.monotonic()
+    r = api.call("GET", path)
+    return r, time.monotonic() - start
+
+
+def test_status_reads_answer_fast_and_stale_while_mlflow_is_down(api, stack):
+    """MLflow stopped under a running job: status reads still answer within 2 s, with what the
+    service last knew and `stale` saying why; `/readyz` names MLflow. The job rides it out."""
+    api.wait_idle()
+    job_id = api.call("POST", "/jobs", json=small_job("mlflow-outage", epochs=3)).json()["id"]
+    api.wait(job_id, lambda j: j["status"] == "RUNNING" and j["mlflow_run_id"])
+    state = stack[0]
+    mlflow = next(c for c in state.components if c.name == "mlflow")
+    stop(mlflow)
+    try:
+        job, took = _timed(api, f"/jobs/{job_id}")
+        assert took < 2.0 and job.status_code == 200, (took, job.text)
+        body = job.json()
+        assert body["stale"] and body["stale_reason"].startswith("MLflow: "), body
+        assert body["status"] == "RUNNING" and body["mlflow_run_id"]  # as last known
+        listed, took = _timed(api, "/jobs")
+        assert took < 2.0 and job_id in [j["id"] for j in listed.json()["items"]]
+        health, took = _timed(api, "/healthz")
+        assert took < 2.0 and health.status_code == 200
+        ready, took = _timed(api, "/readyz")
+        assert took < 4.0 and ready.status_code == 503, ready.text  # both checks, bounded
+        assert ready.json()["ray"] == "ok" and ready.json()["mlflow"].startswith("unreachable")
+    finally:  # back on the same port, the same store
+        port = int(mlflow.url.rsplit(":", 1)[1])
+        restarted = start_mlflow(Path(state.dir), port)
+        wait_ready(restarted, "/health")
+        state.components = [restarted if c is mlflow else c for c in state.components]
+        save_stack(state)  # `rnntune down` stops the new one
     done = api.wait(job_id, lambda j: j["status"] not in ("PENDING", "RUNNING"))
-    assert done["status"] == "SUCCEEDED" and done["trials"]["done"] == 2
+    assert done["status"] == "SUCCEEDED", done
+    done = api.call("GET", f"/jobs/{job_id}").json()
+    assert not done["stale"] and done["outcome"] == "succeeded" and done["trials"]["completed"] == 2
 
 
 def _merged(base: dict, patch: dict) -> dict:

@@ -8,7 +8,7 @@ from ray.tune.experiment import Trial
 
 from tune import tracking as tracking_module
 from tune.spec import parse_job_spec
-from tune.tracking import MlflowTrialLogger, open_parent_run, setup_tracking
+from tune.tracking import MlflowTrialLogger, TrialRuns, open_parent_run, setup_tracking
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def store(tmp_path_factory):
 def _logger(store, job_id: str, existing: dict[str, str] | None = None) -> MlflowTrialLogger:
     spec, tracking, client = store
     parent = open_parent_run(client, tracking, spec, job_id)
-    return MlflowTrialLogger(tracking, spec, job_id, parent, existing or {})
+    return MlflowTrialLogger(tracking, spec, job_id, parent, TrialRuns(existing or {}, {}))
 
 
 def _trial(trial_id: str, hidden_size: int = 24) -> Trial:

@@ -58,6 +58,29 @@ def test_divergence_guard_ends_run_as_diverged(tmp_path):
     assert result.epochs <= 1 and result.test == {}
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["status"] == "diverged"
+    assert "the training loss became" in saved["diverged_reason"]
+
+
+def _exploding(factor: float | None) -> TrainSpec:
+    """SGD at lr 10 on a GRU: the loss stays finite but ends ~10x the untrained network's."""
+    return TrainSpec.model_validate(
+        {
+            "data": {"name": "mnist1d", "limit": 600},
+            "model": {"cell_type": "gru", "hidden_size": 16},
+            "optim": {"optimizer": "sgd", "lr": 10.0, "batch_size": 64},
+            "trainer": {"max_epochs": 3, "diagnostics": False, "divergence_factor": factor},
+        }
+    )
+
+
+def test_a_finite_explosion_is_divergence_and_the_rule_is_configurable(tmp_path):
+    result = train(_exploding(5.0), tmp_path / "k5", logger=False, enable_progress_bar=False)
+    losses = [row["train_loss"] for row in result.history]
+    assert result.status == "diverged" and all(math.isfinite(v) for v in losses), losses
+    assert result.diverged_reason.startswith(f"epoch {result.epochs}: train_loss ")
+    assert "> 5 x the first batch's loss" in result.diverged_reason
+    off = train(_exploding(None), tmp_path / "off", logger=False, enable_progress_bar=False)
+    assert off.status == "completed" and max(r["train_loss"] for r in off.history) > 5 * 2.3
 
 
 def test_results_checkpoint_and_clip_statistics_saved(tmp_path):

@@ -18,6 +18,7 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune as ray_tune
 
+from tune import outcome as O
 from tune import report, schedulers
 from tune.cluster import ensure_ray
 from tune.policy import Policy
@@ -69,14 +70,21 @@ class JobSummary:
     parent_run_id: str
     tracking_uri: str
     ui_command: str
-    trials: int
-    trial_states: dict[str, int]
+    outcome: O.Outcome
     best_config: dict
     best_metric: float | None
     metric: str
     registration: Registration | None
     cell_table: str = ""
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # one line per failed trial
+
+    @property
+    def trials(self) -> int:
+        return sum(self.outcome.counts.values())
+
+    @property
+    def trial_states(self) -> dict[str, int]:
+        return self.outcome.counts
 
 
 class ReleaseTrainRuns(ray_tune.Callback):
@@ -229,25 +237,54 @@ def run_job(spec: JobSpec, job_id: str | None = None, resume: bool = False) -> J
     ensure_ray()
     try:
         results = _tuner(spec, job_id, storage, callback, resume).fit()
-    except BaseException:  # cancelled (SIGTERM from `rnntune cancel`) or crashed: close the runs
+    except BaseException as e:  # stopped (SIGTERM from `rnntune cancel`, Ctrl-C) or crashed
+        stopped = isinstance(e, KeyboardInterrupt | SystemExit)
         try:
-            callback.close_unfinished(stopped_by="job stopped")
+            callback.close_unfinished(stopped_by="job stopped" if stopped else "job failed")
         finally:
-            client.set_terminated(parent, "KILLED")
+            cause = "" if stopped else O.exception_line(f"{type(e).__name__}: {e}")
+            end = O.decide(callback.ends, usable=False, stopped=stopped, cause=cause)
+            close_parent(client, parent, end)
         raise
     callback.close_unfinished()
-    return _finish(spec, job_id, tracking, client, parent, results)
+    return _finish(spec, job_id, tracking, client, parent, results, callback.ends)
+
+
+def close_parent(client: MlflowClient, parent: str, end: O.Outcome) -> None:
+    """The parent run says the job's outcome: status, outcome and first-cause tags."""
+    tags = {O.OUTCOME_TAG: end.kind, "rnntune.trials": json.dumps(end.counts)}
+    if end.cause:
+        tags[O.CAUSE_TAG] = end.cause[:5000]
+    for k, v in tags.items():
+        client.set_tag(parent, k, v)
+    client.set_terminated(parent, O.PARENT_STATUS[end.kind])
+
+
+def _ends(results, ends: dict[str, O.TrialEnd]) -> dict[str, O.TrialEnd]:
+    """How every trial ended: as the tracking callback saw it (Tune's own trial status, with
+    the exception), else from the result grid (a trial no callback saw end)."""
+    out = dict(ends)
+    for r in results:
+        folder = Path(r.path).name if r.path else f"trial-{len(out)}"  # holds the trial id
+        if any(trial_id in folder for trial_id in ends):
+            continue
+        error = O.exception_line(str(r.error)) if r.error else ""
+        out[folder] = O.TrialEnd(O.ERROR if error else O.COMPLETED, error)
+    return out
 
 
 def _finish(
-    spec: JobSpec, job_id: str, tracking, client: MlflowClient, parent: str, results
+    spec: JobSpec,
+    job_id: str,
+    tracking,
+    client: MlflowClient,
+    parent: str,
+    results,
+    ends: dict[str, O.TrialEnd],
 ) -> JobSummary:
     metric, mode = spec.monitor
     rows = report.trial_rows(spec, results)
-    states: dict[str, int] = {}
-    for r in results:
-        key = "error" if r.error else "done"
-        states[key] = states.get(key, 0) + 1
+    ends = _ends(results, ends)
     table = report.cell_table(rows, metric, mode)
     registration, best_config, best_value = None, {}, None
     with tempfile.TemporaryDirectory() as tmp:
@@ -255,33 +292,29 @@ def _finish(
             report.comparison_figure(rows, metric, mode, Path(tmp) / "comparison.png")
             client.log_artifact(parent, str(Path(tmp) / "comparison.png"))
             client.log_text(parent, table, "cell_types.md")
-        try:
-            best = results.get_best_result(metric, mode, scope="all")
-        except RuntimeError:
-            best = None
-        if best is not None and best.metrics:
-            best_config = {k: v for k, v in best.config.items()}
-            best_value = float(best.metrics_dataframe[metric].agg(mode))
-            ckpt = _best_checkpoint(best, metric, mode, Path(tmp) / "best")
-            if ckpt is not None and spec.registry.enabled:
+        best = report.best_result(results, metric, mode)
+        ckpt = _best_checkpoint(best, metric, mode, Path(tmp) / "best") if best else None
+        if best is not None and ckpt is not None:
+            best_config = dict(best.config)
+            best_value = report.best_value(best.metrics_dataframe, metric, mode)
+            if spec.registry.enabled:
                 registration = register_best(spec, job_id, parent, tracking.uri, ckpt)
     if best_value is not None:
         client.log_metric(parent, f"best_{metric}", best_value)
-    client.set_terminated(parent, "FINISHED" if best_value is not None else "FAILED")
-    errors = [str(r.error).strip().splitlines()[-1][:300] for r in results if r.error]
+    end = O.decide(ends, usable=best_value is not None, stopped=False)
+    close_parent(client, parent, end)
     return JobSummary(
         job_id=job_id,
         parent_run_id=parent,
         tracking_uri=tracking.uri,
         ui_command=tracking.ui_command,
-        trials=len(results),
-        trial_states=states,
+        outcome=end,
         best_config=best_config,
         best_metric=best_value,
         metric=metric,
         registration=registration,
         cell_table=report.summary_text(rows, metric, mode) if rows else "",
-        errors=errors,
+        errors=[t.reason for t in ends.values() if t.end in O.FAILED_ENDS],
     )
 
 
@@ -293,9 +326,8 @@ def load_stored_spec(storage_url: str, job_id: str) -> JobSpec:
 
 
 def format_summary(s: JobSummary) -> str:
-    lines = [
-        f"\njob {s.job_id}: {s.trials} trials ({', '.join(f'{v} {k}' for k, v in s.trial_states.items())})"
-    ]
+    counts = ", ".join(f"{v} {k.replace('_', '-')}" for k, v in s.trial_states.items())
+    lines = [f"\njob {s.job_id}: {s.trials} trials ({counts})"]
     if s.cell_table:
         lines += ["best trial per cell type:", s.cell_table]
     if s.best_metric is not None:
@@ -307,8 +339,9 @@ def format_summary(s: JobSummary) -> str:
             f"registered {r.model_name} v{r.version} ({r.test_metric} {r.test_value:.4f}) as challenger; {verdict}: {r.reason}"
         )
     for e in s.errors[:5]:
-        lines.append(f"trial error: {e}")
+        lines.append(f"failed trial: {e}")
     lines.append(f"MLflow parent run {s.parent_run_id}; open the UI with:\n  {s.ui_command}")
+    lines.append(s.outcome.line())
     return "\n".join(lines)
 
 

@@ -86,13 +86,21 @@ def _better(new: float, old: float, mode: str) -> bool:
 
 
 def champion_decision(
-    client: MlflowClient, name: str, metric: str, mode: str, value: float, fingerprint: str
+    client: MlflowClient,
+    name: str,
+    metric: str,
+    mode: str,
+    value: float,
+    fingerprint: str,
+    this_version: str | None = None,
 ) -> tuple[bool, str, str | None, float | None]:
     """(promote?, reason, current champion version, its value on the same test set)."""
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
     except mlflow.exceptions.MlflowException:
         return True, "no champion yet", None, None
+    if current.version == this_version:  # promoted by an earlier, interrupted attempt
+        return True, f"v{this_version} is the champion already (this job promoted it)", None, None
     tags = current.tags
     if tags.get("data_fingerprint") != fingerprint or metric not in tags:
         # Never promote across data: a better number on other data says nothing (and a job could
@@ -154,11 +162,66 @@ def _example_and_signature(module, data, task: str):
     return x, infer_signature(x, model.predict(None, x))
 
 
+def job_version(client: MlflowClient, name: str, job_id: str):
+    """The version this job registered already (a resumed job reuses it), or None."""
+    found = client.search_model_versions(f"name = '{name}' and tags.job_id = '{job_id}'")
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
 def register_best(
     spec: JobSpec, job_id: str, parent_run_id: str, tracking_uri: str, checkpoint: Path
 ) -> Registration:
-    """Test the best checkpoint once, log it as a pyfunc on the parent run, register and alias it."""
+    """Test the best checkpoint once, log it as a pyfunc on the parent run, register and alias it.
+
+    Idempotent per job: the version is created with all its tags (job id first among them) in
+    one call, so a driver killed at any point and resumed finds it and only redoes the aliases.
+    """
     client = MlflowClient(tracking_uri)
+    name = spec.registry.model_name or spec.name
+    claim_model_name(client, name, job_user())  # checked at the job's start; again, just before
+    version = job_version(client, name, job_id)
+    if version is None:
+        version = _log_and_register(
+            name, job_id, spec.monitor, parent_run_id, tracking_uri, checkpoint
+        )
+    tags = version.tags
+    tname, mode = tags["metric"], tags["mode"]
+    metrics = {k: float(tags[k]) for k in json.loads(tags["metric_names"])}
+    value, fingerprint = metrics[tname], tags["data_fingerprint"]
+    promote, reason, previous, previous_value = champion_decision(
+        client, name, tname, mode, value, fingerprint, this_version=version.version
+    )
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    if promote:
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+    reg = Registration(
+        name,
+        version.version,
+        tname,
+        value,
+        metrics,
+        promote,
+        reason,
+        previous,
+        previous_value,
+        fingerprint,
+    )
+    client.log_dict(parent_run_id, asdict(reg), "champion_decision.json")
+    client.set_tag(
+        parent_run_id, "champion_decision", ("promoted: " if promote else "kept: ") + reason
+    )
+    return reg
+
+
+def _log_and_register(
+    name: str,
+    job_id: str,
+    monitor: tuple[str, str],
+    parent_run_id: str,
+    tracking_uri: str,
+    checkpoint: Path,
+):
+    """Tests the checkpoint, logs the pyfunc on the parent run and creates its version."""
     module = load_module(checkpoint)
     trial_spec = module.spec
     data = build_data(trial_spec.data, trial_spec.trainer.seed)
@@ -166,13 +229,18 @@ def register_best(
         trial_spec.data, data, trial_spec.optim.batch_size, trial_spec.trainer.seed
     )
     metrics = {k: float(v) for k, v in module.evaluate(dm.test_dataloader()).items()}
-    metric, mode = spec.monitor
-    tname = test_name(metric)
-    value = metrics[tname]
+    tname, mode = test_name(monitor[0]), monitor[1]
     fingerprint = data.fingerprint()
-    name = spec.registry.model_name or spec.name
-    claim_model_name(client, name, job_user())  # checked at the job's start; again, just before
-
+    tags = {
+        "job_id": job_id,
+        "dataset": trial_spec.data.name,
+        "data_fingerprint": fingerprint,
+        "metric": tname,
+        "mode": mode,
+        "metric_names": json.dumps(sorted(metrics)),
+        **{k: repr(v) for k, v in metrics.items()},
+        "config": json.dumps({**trial_spec.model.model_dump(), **trial_spec.optim.model_dump()}),
+    }
     mlflow.set_tracking_uri(tracking_uri)
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -199,35 +267,9 @@ def register_best(
             ],
             signature=signature,
             input_example=example,
-            registered_model_name=name,
         )
         mlflow.log_metrics(metrics)
-    version = str(info.registered_model_version)
-    promote, reason, previous, previous_value = champion_decision(
-        client, name, tname, mode, value, fingerprint
-    )
-    tags = {
-        "job_id": job_id,
-        "dataset": trial_spec.data.name,
-        "data_fingerprint": fingerprint,
-        "metric": tname,
-        "mode": mode,
-        **{k: f"{v:.6g}" for k, v in metrics.items()},
-        "config": json.dumps({**trial_spec.model.model_dump(), **trial_spec.optim.model_dump()}),
-    }
-    for k, v in tags.items():
-        client.set_model_version_tag(name, version, k, v)
-    client.set_registered_model_alias(name, CHALLENGER, version)
-    if promote:
-        client.set_registered_model_alias(name, CHAMPION, version)
-    reg = Registration(
-        name, version, tname, value, metrics, promote, reason, previous, previous_value, fingerprint
-    )
-    client.log_dict(parent_run_id, asdict(reg), "champion_decision.json")
-    client.set_tag(
-        parent_run_id, "champion_decision", ("promoted: " if promote else "kept: ") + reason
-    )
-    return reg
+        return mlflow.register_model(info.model_uri, name, tags=tags)
 
 
 def evaluate_pyfunc_accuracy(model_uri: str, x: np.ndarray, y: np.ndarray) -> float:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tune.spec import JobSpec
+from tune.trainable import NON_FINITE
 
 
 @dataclass
@@ -25,17 +26,52 @@ class TrialRow:
     curve: list[float]
 
 
+def measured(df, metric: str) -> list[float]:
+    """A trial's per-epoch values of `metric`, NaN where it was not measured (a NaN/inf value
+    that the trial reported as the worst one, for the scheduler's sake)."""
+    if df is None or df.empty or metric not in df:
+        return []
+    imputed = df[NON_FINITE].astype(str).str.split(",") if NON_FINITE in df else None
+    return [
+        math.nan
+        if (imputed is not None and metric in imputed.iloc[i]) or not math.isfinite(float(v))
+        else float(v)
+        for i, v in enumerate(df[metric])
+    ]
+
+
+def best_value(df, metric: str, mode: str) -> float | None:
+    values = [v for v in measured(df, metric) if not math.isnan(v)]
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)
+
+
+def best_result(results, metric: str, mode: str):
+    """The trial with the best measured value of `metric` at any epoch (None: no trial has one).
+
+    Not Tune's `get_best_result`: with one trial it returns that trial whatever it reported,
+    and it would rank the stand-in value of a diverged epoch as a measurement.
+    """
+    scored = [(r, best_value(r.metrics_dataframe, metric, mode)) for r in results]
+    scored = [(r, v) for r, v in scored if v is not None]
+    if not scored:
+        return None
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda rv: rv[1])[0]
+
+
 def trial_rows(spec: JobSpec, results) -> list[TrialRow]:
     """One row per trial of a Tune ResultGrid (trials with no report are left out)."""
     metric, mode = spec.monitor
     rows = []
     for r in results:
         df = r.metrics_dataframe
-        if df is None or metric not in df or df.empty:
+        best = best_value(df, metric, mode)
+        if best is None:
             continue
         t = spec.trial_spec(r.config)
-        curve = [float(v) for v in df[metric]]
-        best = max(curve) if mode == "max" else min(curve)
+        curve = measured(df, metric)
         epoch_s = df["epoch_time_s"].mean() if "epoch_time_s" in df else math.nan
         diverged = "diverged" in df and bool(df["diverged"].iloc[-1])
         status = "diverged" if diverged else ("error" if r.error else "ok")

@@ -23,15 +23,14 @@ from mlflow.tracking import MlflowClient
 from ray import tune as ray_tune
 from sqlalchemy import event
 
+from tune import outcome as O
+from tune.outcome import JOB_TAG, PARENT_TAG, TRIAL_TAG
 from tune.registry import job_user
 from tune.spec import JobSpec
-from tune.trainable import DIVERGED, REPORTED
+from tune.trainable import DIVERGED, DIVERGED_REASON, NON_FINITE, REPORTED
 
 FLUSH_EVERY_S = 2.0  # how far a running trial's metrics in MLflow may lag behind it
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
-PARENT_TAG = "mlflow.parentRunId"
-JOB_TAG = "rnntune.job_id"
-TRIAL_TAG = "rnntune.trial_id"
 
 
 @dataclass(frozen=True)
@@ -174,14 +173,43 @@ def open_parent_run(
     return run.info.run_id
 
 
-def existing_trial_runs(client: MlflowClient, tracking: Tracking, parent_id: str) -> dict[str, str]:
-    """trial_id -> child run id, so a resumed job continues its runs instead of duplicating them."""
-    runs = client.search_runs(
+@dataclass
+class TrialRuns:
+    """A job's child runs so far: a resumed job continues them instead of duplicating them."""
+
+    runs: dict[str, str]  # trial_id -> child run id
+    ends: dict[str, O.TrialEnd]  # trial_id -> how it ended (trials that did)
+
+
+def existing_trial_runs(client: MlflowClient, tracking: Tracking, parent_id: str) -> TrialRuns:
+    found = client.search_runs(
         [tracking.experiment_id],
         filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
         max_results=10_000,
     )
-    return {r.data.tags[TRIAL_TAG]: r.info.run_id for r in runs if TRIAL_TAG in r.data.tags}
+    runs, ends = {}, {}
+    for r in found:
+        trial_id = r.data.tags.get(TRIAL_TAG)
+        if trial_id is None:
+            continue
+        runs[trial_id] = r.info.run_id
+        end = r.data.tags.get(O.TRIAL_END_TAG)
+        if end in O.TRIAL_ENDS and r.info.status != "RUNNING":
+            ends[trial_id] = O.TrialEnd(end, r.data.tags.get(O.FAILURE_REASON_TAG, ""))
+    return TrialRuns(runs, ends)
+
+
+def trial_error(trial) -> str:
+    """The exception a failed trial raised, in one line (`FileNotFoundError: ...`).
+
+    Read from the error file Tune writes in the trial's local folder at the failure, not from
+    the job's storage: that copy is synced later, or never when the storage refuses writes.
+    """
+    path = trial.error_file
+    if path and Path(path).is_file():
+        return O.exception_line(Path(path).read_text(errors="replace"))
+    text = trial.get_error()
+    return O.exception_line(text) if text else "the trial failed without an error message"
 
 
 class MlflowTrialLogger(ray_tune.Callback):
@@ -193,7 +221,7 @@ class MlflowTrialLogger(ray_tune.Callback):
         spec: JobSpec,
         job_id: str,
         parent_id: str,
-        existing: dict[str, str],
+        existing: TrialRuns,
         dataset: DatasetInput | None = None,
     ) -> None:
         self.tracking = tracking
@@ -201,10 +229,11 @@ class MlflowTrialLogger(ray_tune.Callback):
         self.spec = spec
         self.job_id = job_id
         self.parent_id = parent_id
-        self.runs = dict(existing)
-        self.resumed = set(existing)  # runs of an earlier driver: RUNNING again when restarted
+        self.runs = dict(existing.runs)
+        self.ends: dict[str, O.TrialEnd] = dict(existing.ends)  # how each ended trial ended
+        self.resumed = set(existing.runs)  # runs of an earlier driver: RUNNING again if restarted
         self.stopped: set[str] = set()
-        self.diverged: set[str] = set()
+        self.diverged: dict[str, str] = {}  # trial_id -> why
         self.pending: dict[str, list] = {}  # run id -> async writes not yet awaited
         self.buffered: dict[str, list[Metric]] = {}  # run id -> metrics not yet sent
         self.flushed_at: dict[str, float] = {}  # run id -> time.monotonic() of its last send
@@ -223,6 +252,7 @@ class MlflowTrialLogger(ray_tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         if trial.trial_id in self.runs:  # restarted (retry, PBT exploit, resumed job)
+            self.ends.pop(trial.trial_id, None)
             if trial.trial_id in self.resumed:
                 self._reopen(trial)
             self._record_new_config(trial)
@@ -285,13 +315,18 @@ class MlflowTrialLogger(ray_tune.Callback):
         self._record_new_config(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(result[k]), now, step) for k in REPORTED if k in result]
+        skip = set(str(result.get(NON_FINITE) or "").split(","))  # imputed for the scheduler
+        metrics = [
+            Metric(k, float(result[k]), now, step)
+            for k in REPORTED
+            if k in result and k not in skip
+        ]
         self.buffered.setdefault(run_id, []).extend(metrics)
         last = self.flushed_at.get(run_id)
         if last is None or time.monotonic() - last >= FLUSH_EVERY_S:
             self._flush(run_id)  # the first epoch at once, then at most every FLUSH_EVERY_S
         if result.get(DIVERGED):
-            self.diverged.add(trial.trial_id)
+            self.diverged[trial.trial_id] = str(result.get(DIVERGED_REASON) or "diverged")
         # A result marked done reaches callbacks only when the scheduler (not the trial) ended it.
         if result.get("done") and step < self.spec.max_epochs and not result.get(DIVERGED):
             self.stopped.add(trial.trial_id)
@@ -328,26 +363,41 @@ class MlflowTrialLogger(ray_tune.Callback):
             run_id, RunStatus.from_string(status), end, None
         )
 
+    def _end(self, trial_id: str, end: str, reason: str = "", **tags: str) -> None:
+        """Records how a trial ended, here and on its run (status, end tag, failure reason)."""
+        self.ends[trial_id] = O.TrialEnd(end, reason)
+        status = {O.DIVERGED: "FAILED", O.ERROR: "FAILED", O.INTERRUPTED: "KILLED"}
+        tags = {O.TRIAL_END_TAG: end, **tags}
+        if reason:
+            tags[O.FAILURE_REASON_TAG] = reason
+        self._finish(trial_id, status.get(end, "FINISHED"), tags)
+
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        if trial.trial_id in self.diverged:
-            self._finish(
-                trial.trial_id, "FAILED", {"failure_reason": "diverged: loss became NaN/inf"}
-            )
-        elif trial.trial_id in self.stopped:
-            self._finish(trial.trial_id, "KILLED", {"stopped_by": self.spec.scheduler.name})
+        trial_id = trial.trial_id
+        if trial_id in self.diverged:
+            self._end(trial_id, O.DIVERGED, f"diverged at {self.diverged[trial_id]}")
+        elif trial_id in self.stopped:
+            # Stopping hopeless trials is the scheduler's job: FINISHED, not a red "KILLED".
+            self._end(trial_id, O.EARLY_STOPPED, stopped_by=self.spec.scheduler.name)
         else:
-            self._finish(trial.trial_id, "FINISHED", {})
+            self._end(trial_id, O.COMPLETED)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        error = info.get("error") or trial.get_error()
-        reason = str(error).strip().splitlines()[-1][:500] if error else "trial failed"
-        self._finish(trial.trial_id, "FAILED", {"failure_reason": reason})
+        self._end(trial.trial_id, O.ERROR, trial_error(trial))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        """A failed attempt that Tune retries (e.g. its Ray node died): recorded on the run."""
+        run_id = self.runs.get(trial.trial_id)
+        if run_id is not None:
+            n = trial.run_metadata.num_failures
+            self.client.set_tag(run_id, "rnntune.retries", str(n))
+            self.client.set_tag(run_id, f"rnntune.retry.{n}", trial_error(trial))
 
     def close_unfinished(self, stopped_by: str = "job") -> None:
-        """Runs of trials that never completed (job interrupted or out of time) end as KILLED."""
+        """Runs of trials that never ended (job stopped or out of time) end as KILLED."""
         for trial_id, run_id in self.runs.items():
-            if self.client.get_run(run_id).info.status == "RUNNING":
-                self._finish(trial_id, "KILLED", {"stopped_by": stopped_by})
+            if trial_id not in self.ends and self.client.get_run(run_id).info.status == "RUNNING":
+                self._end(trial_id, O.INTERRUPTED, stopped_by=stopped_by)
 
 
 __all__ = ["MlflowTrialLogger", "RunStatus", "Tracking", "setup_tracking", "open_parent_run"]

@@ -41,7 +41,9 @@ REPORTED = (
     M.LR,
 )
 CHECKPOINT_FILE = "model.ckpt"
-DIVERGED = "diverged"  # reported as 1.0 in the result of a trial whose loss became NaN/inf
+DIVERGED = "diverged"  # reported as 1.0 in the result of a trial that diverged
+DIVERGED_REASON = "diverged_reason"  # with it, why (a string; not logged as a metric)
+NON_FINITE = "non_finite"  # comma-separated metrics that were NaN/inf: left out of MLflow
 NODE_ID = "node_id"  # the Ray node the epoch ran on (a string; not logged to MLflow)
 WORLD_SIZE = "world_size"  # DDP processes that trained the epoch (multi-worker trials only)
 TRAIN_PLACEMENT_GROUP = "train_placement_group"  # the workers' placement group (hex id), ditto
@@ -53,19 +55,29 @@ class TuneReporter(pl.Callback):
 
     def __init__(self, metric: str, mode: str) -> None:
         self.metric = metric
-        self.worst = 0.0 if mode == "max" else 1e9  # what a diverged trial reports, never NaN
+        # The job's metric must be a number for the scheduler: a NaN one is reported as the
+        # worst value, and named in NON_FINITE so MLflow never records it as a measurement.
+        self.worst = 0.0 if mode == "max" else 1e9
 
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         logged = trainer.callback_metrics
-        metrics: dict[str, float] = {k: float(logged[k]) for k in REPORTED if k in logged}
-        metrics["epoch"] = trainer.current_epoch + 1
-        metrics[DIVERGED] = float(getattr(module, "diverged", False))
-        if metrics[DIVERGED] or not math.isfinite(metrics.get(self.metric, math.nan)):
-            metrics = {k: (v if math.isfinite(v) else self.worst) for k, v in metrics.items()}
-            metrics.setdefault(self.metric, self.worst)
-        self.report(trainer, {**metrics, NODE_ID: ray.get_runtime_context().get_node_id()})
+        values = {k: float(logged[k]) for k in REPORTED if k in logged}
+        metrics = {k: v for k, v in values.items() if math.isfinite(v)}
+        non_finite = sorted(set(values) - set(metrics))
+        if self.metric not in metrics:
+            metrics[self.metric] = self.worst
+            non_finite = sorted({*non_finite, self.metric})
+        result: dict[str, Any] = {
+            **metrics,
+            "epoch": trainer.current_epoch + 1,
+            DIVERGED: float(module.diverged),
+            DIVERGED_REASON: module.diverged_reason,
+            NON_FINITE: ",".join(non_finite),
+            NODE_ID: ray.get_runtime_context().get_node_id(),
+        }
+        self.report(trainer, result)
 
     def report(self, trainer: pl.Trainer, result: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:

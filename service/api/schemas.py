@@ -30,16 +30,27 @@ class JobOut(BaseModel):
     message: str = ""
     created_at: dt.datetime
     updated_at: dt.datetime
-    trials: dict[str, int] = Field(description="trials by state: done, running, stopped, failed")
+    trials: dict[str, int] = Field(
+        description="trials by state: running, completed, early_stopped, diverged, error, "
+        "interrupted"
+    )
     metric: str
     mode: Literal["min", "max"]
     best_metric: float | None = Field(description="best validation metric so far")
     mlflow_run_id: str | None = Field(description="the job's MLflow parent run")
     mlflow_url: str | None
     champion_decision: str | None
+    outcome: str | None = Field(
+        None,
+        description="the driver's verdict once the job ended: succeeded, "
+        "succeeded_with_failed_trials, failed or stopped",
+    )
+    cause: str | None = Field(None, description="the first real cause of a failure, one line")
+    stale: bool = Field(False, description="Ray or MLflow did not answer: as last known")
+    stale_reason: str | None = Field(None, description="which dependency did not answer, why")
 
     @classmethod
-    def of(cls, job: Job, ui_base: str | None) -> JobOut:
+    def of(cls, job: Job, ui_base: str | None, stale: str | None = None) -> JobOut:
         url = None
         if ui_base and job.parent_run_id and job.experiment_id:
             url = f"{ui_base}/#/experiments/{job.experiment_id}/runs/{job.parent_run_id}"
@@ -58,6 +69,10 @@ class JobOut(BaseModel):
             mlflow_run_id=job.parent_run_id,
             mlflow_url=url,
             champion_decision=job.champion_decision,
+            outcome=job.outcome,
+            cause=job.cause,
+            stale=stale is not None,
+            stale_reason=stale,
         )
 
 

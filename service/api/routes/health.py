@@ -21,22 +21,28 @@ def healthz() -> dict:
 
 @router.get("/readyz", responses={503: {"description": "Ray or MLflow unreachable"}})
 def readyz(settings: SettingsDep, jobs: JobsDep):
-    """Readiness: the Ray Jobs API and the MLflow tracking server both answer."""
-    checks: dict[str, str] = {}
-    try:
-        jobs.ray.ping()
-        checks["ray"] = "ok"
-    except Exception as e:  # noqa: BLE001 - report, don't raise
-        checks["ray"] = f"unreachable: {e}"
-    try:
-        uri = settings.tracking_uri
-        if uri.startswith(("http://", "https://")):
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5):
-                pass
-        else:
-            MlflowClient(uri).search_experiments(max_results=1)
-        checks["mlflow"] = "ok"
-    except Exception as e:  # noqa: BLE001
-        checks["mlflow"] = f"unreachable: {e}"
+    """Readiness: the Ray Jobs API and the MLflow tracking server both answer (each within the
+    dependency timeout); the body names the one that does not."""
+    checks = {"ray": _check(jobs, jobs.ray.ping), "mlflow": _check(jobs, _ping_mlflow, settings)}
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+
+
+def _check(jobs, fn, *args) -> str:
+    try:
+        jobs.bounded(fn, *args)
+        return "ok"
+    except TimeoutError:
+        return f"unreachable: no answer within {jobs.settings.dependency_timeout_s:g} s"
+    except Exception as e:  # noqa: BLE001 - report, don't raise
+        return f"unreachable: {e}"
+
+
+def _ping_mlflow(settings) -> None:
+    uri = settings.tracking_uri
+    if uri.startswith(("http://", "https://")):
+        timeout = settings.dependency_timeout_s
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            pass
+    else:
+        MlflowClient(uri).search_experiments(max_results=1)

@@ -11,7 +11,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from lightning_modules.documents import DocumentError, load_json, load_yaml
 from service.api.deps import CallerDep, JobsDep, SettingsDep
 from service.api.schemas import ErrorBody, JobOut, JobPage, JobStatus
-from service.jobs import SpecInvalid
+from service.jobs import SpecInvalid, Synced
 from tune.spec import JobSpec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -76,9 +76,9 @@ def list_jobs(
     """The caller's jobs (an admin's: everyone's), newest first; active ones refreshed from Ray."""
     owner = None if caller.is_admin else caller.user
     rows, total = jobs.store.list(owner, status_, limit, offset)
-    rows = [jobs.sync(j) if j.status in ("PENDING", "RUNNING") else j for j in rows]
+    synced = [jobs.sync(j) if j.status in ("PENDING", "RUNNING") else Synced(j) for j in rows]
     return JobPage(
-        items=[JobOut.of(j, settings.ui_base) for j in rows],
+        items=[JobOut.of(s.job, settings.ui_base, s.stale) for s in synced],
         total=total,
         limit=limit,
         offset=offset,
@@ -88,7 +88,8 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobOut, responses=_ERRORS)
 def get_job(job_id: str, jobs: JobsDep, caller: CallerDep, settings: SettingsDep):
     """Status (synced from Ray), trials by state, best metric, MLflow run and champion decision."""
-    return JobOut.of(jobs.sync(jobs.visible(job_id, caller)), settings.ui_base)
+    synced = jobs.sync(jobs.visible(job_id, caller))
+    return JobOut.of(synced.job, settings.ui_base, synced.stale)
 
 
 @router.delete("/{job_id}", response_model=JobOut, responses=_ERRORS)

@@ -1,0 +1,147 @@
+"""Failures told truthfully: each fault ends with the right exit code, statuses, counts and cause.
+
+Real faults on a real local Ray runtime and a real `mlflow server`: trials that raise, trials
+whose loss becomes NaN, a registration interrupted between creating the version and its aliases.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from lightning_modules.config import TrainSpec
+from lightning_modules.training import train
+from service.cli import main
+from tune import outcome as O
+from tune.registry import CHALLENGER, CHAMPION, register_best
+from tune.spec import parse_job_spec
+from tune.tracking import JOB_TAG, PARENT_TAG
+
+pytestmark = pytest.mark.slow
+
+
+def _job(tmp_path, mlflow_url: str, name: str, **sections) -> dict:
+    return {
+        "name": name,
+        "search": {"algorithm": "random", "num_samples": 1, "max_concurrent": 2},
+        "budget": {"max_epochs": 2},
+        "trainer": {"diagnostics": False},
+        "storage": {"url": str(tmp_path / "store")},
+        "tracking": {"uri": mlflow_url, "experiment": "failure-tests"},
+        "registry": {"model_name": name},
+        **sections,
+    }
+
+
+def _run_cli(tmp_path, raw: dict, capsys) -> tuple[int, str]:
+    path = tmp_path / f"{raw['name']}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    code = main(["run", str(path)])
+    return code, capsys.readouterr().out
+
+
+def _job_runs(client: MlflowClient, job_id: str):
+    exp = client.get_experiment_by_name("failure-tests").experiment_id
+    runs = client.search_runs([exp], filter_string=f"tags.`{JOB_TAG}` = '{job_id}'")
+    parent = next(r for r in runs if PARENT_TAG not in r.data.tags)
+    return parent, [r for r in runs if PARENT_TAG in r.data.tags]
+
+
+def _job_id(out: str) -> str:
+    return next(line.split()[1].rstrip(":") for line in out.splitlines() if line.startswith("job "))
+
+
+def test_every_trial_failing_fails_the_job_with_the_trials_exception(
+    ray_local, mlflow_server, tmp_path, capsys
+):
+    corpus = tmp_path / "latin1.txt"
+    corpus.write_bytes("caf\xe9 au lait ".encode("latin-1") * 400)  # not UTF-8
+    raw = _job(
+        tmp_path,
+        mlflow_server,
+        "every-trial-fails",
+        data={"name": "text", "url": str(corpus), "seq_len": 20},
+        model={"cell_type": "gru", "hidden_size": 16},
+        search_space={"lr": {"grid": [0.01, 0.003]}},
+    )
+    code, out = _run_cli(tmp_path, raw, capsys)
+    last = out.strip().splitlines()[-1]
+    assert code == 1, out
+    assert last.startswith("outcome: failed (2 trials: 2 error); first cause: UnicodeDecodeError")
+    client = MlflowClient(mlflow_server)
+    parent, children = _job_runs(client, _job_id(out))
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags[O.OUTCOME_TAG] == "failed"
+    assert parent.data.tags[O.CAUSE_TAG].startswith("UnicodeDecodeError: 'utf-8' codec")
+    assert len(children) == 2
+    for run in children:
+        assert run.info.status == "FAILED" and run.data.tags[O.TRIAL_END_TAG] == "error"
+        assert run.data.tags["failure_reason"].startswith("UnicodeDecodeError: "), run.data.tags
+    assert client.search_model_versions("name = 'every-trial-fails'") == []  # nothing registered
+
+
+def test_a_diverged_trial_is_a_failed_trial_with_its_epoch_and_no_fake_metrics(
+    ray_local, mlflow_server, tmp_path, capsys
+):
+    raw = _job(
+        tmp_path,
+        mlflow_server,
+        "one-trial-diverges",
+        data={"name": "mnist1d", "limit": 600},
+        model={"cell_type": "rnn_relu", "hidden_size": 16},
+        optim={"optimizer": "adam", "batch_size": 64},
+        search_space={"lr": {"grid": [10.0, 0.003]}},  # adam at lr 10: NaN in the first epoch
+    )
+    code, out = _run_cli(tmp_path, raw, capsys)
+    last = out.strip().splitlines()[-1]
+    assert code == 0, out  # a model was made: the job succeeded, and says what failed
+    assert last.startswith("outcome: succeeded with failed trials (2 trials: 1 completed, ")
+    assert "1 diverged); first cause: diverged at epoch 1: the training loss became nan" in last
+    client = MlflowClient(mlflow_server)
+    parent, children = _job_runs(client, _job_id(out))
+    assert parent.info.status == "FINISHED" and parent.data.tags[O.OUTCOME_TAG] == O.PARTIAL
+    by_lr = {float(r.data.params["lr"]): r for r in children}
+    diverged, healthy = by_lr[10.0], by_lr[0.003]
+    assert diverged.info.status == "FAILED" and diverged.data.tags[O.TRIAL_END_TAG] == "diverged"
+    assert diverged.data.tags["failure_reason"].startswith("diverged at epoch 1: ")
+    # NaN validation metrics are left out, never logged as 0.0 (better than any healthy run)
+    assert client.get_metric_history(diverged.info.run_id, "val_acc") == []
+    assert client.get_metric_history(diverged.info.run_id, "val_loss") == []
+    assert [m.value for m in client.get_metric_history(diverged.info.run_id, "train_loss")]
+    assert healthy.info.status == "FINISHED" and healthy.data.tags[O.TRIAL_END_TAG] == "completed"
+    versions = client.search_model_versions("name = 'one-trial-diverges'")
+    assert len(versions) == 1 and versions[0].tags["job_id"] == parent.data.tags[JOB_TAG]
+
+
+def test_registration_resumed_after_a_kill_reuses_the_jobs_version(mlflow_server, tmp_path):
+    """A driver killed after the version was created, before its aliases: the resumed job
+    finds the version by its job id (set in the same call that created it) and finishes."""
+    train_spec = TrainSpec.model_validate(
+        {
+            "data": {"name": "digits"},
+            "model": {"cell_type": "gru", "hidden_size": 16},
+            "trainer": {"max_epochs": 1, "diagnostics": False},
+        }
+    )
+    result = train(train_spec, tmp_path / "t", logger=False, enable_progress_bar=False)
+    name = "registration-resumed"
+    spec = parse_job_spec(
+        {**train_spec.model_dump(mode="json"), "name": name, "registry": {"model_name": name}}
+    )
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("failure-tests") or client.create_experiment(
+        "failure-tests"
+    )
+    exp_id = exp if isinstance(exp, str) else exp.experiment_id
+    parent = client.create_run(exp_id, tags={JOB_TAG: "job-1"}).info.run_id
+    first = register_best(spec, "job-1", parent, mlflow_server, result.checkpoint)
+    created = client.get_model_version(name, first.version)
+    assert created.tags["job_id"] == "job-1" and created.tags["test_acc"]
+    for alias in (CHALLENGER, CHAMPION):  # the kill: aliases never set
+        client.delete_registered_model_alias(name, alias)
+    again = register_best(spec, "job-1", parent, mlflow_server, result.checkpoint)
+    assert again.version == first.version and again.test_value == first.test_value
+    assert again.promoted and len(client.search_model_versions(f"name = '{name}'")) == 1
+    assert client.get_model_version_by_alias(name, CHAMPION).version == first.version
+    assert client.get_model_version_by_alias(name, CHALLENGER).version == first.version
