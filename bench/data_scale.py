@@ -9,8 +9,8 @@ process tree (the trainer and its loader worker) as PSS, so pages the forked wor
 the trainer count once; sampled every 50 ms. Step time is the wall time
 between consecutive training steps (so it includes any wait for data), median over the steps
 after a warm-up; the baseline runs the same 100 MB data loaded as in-memory tensors
-(`reader: memory`) in the same invocation. Memory is measured in separate runs (sampling it
-slows the sampled process).
+(`reader: memory`) in the same invocation, at the same time on the other core (this VM's speed
+drifts more than the difference to measure). Memory is measured in runs alone.
 
     .venv/bin/python bench/data_scale.py                 # ~6 min on 2 cores, ~2.2 GB of disk
     .venv/bin/python bench/data_scale.py --smoke-test    # seconds
@@ -140,30 +140,52 @@ def _pss(proc) -> int:
         return proc.memory_info().rss
 
 
-def run_trial(url: str, reader: str, steps: int, sample_memory: bool) -> dict:
-    """`trial` in a fresh process; with `sample_memory`, peak memory (PSS) of its process tree
-    every 50 ms. Timed runs do not sample: reading a process's page map (smaps) takes its
-    memory-map lock, which stalls the trainer's allocations and would slow the arm with more
-    processes (the streamed one: trainer and loader worker) more than the other."""
+def _launch(url: str, reader: str, steps: int, out: Path, cpu: int | None):
+    """`trial` in a fresh process, pinned to core `cpu` (its loader worker inherits the pin)."""
+    cmd = [sys.executable, __file__, "--trial", url, reader, str(steps), str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, preexec_fn=pin)
+
+
+def _result(proc, out: Path, what: str) -> dict:
+    if proc.wait() != 0:
+        raise RuntimeError(f"trial {what} exited with {proc.returncode}")
+    return json.loads(out.read_text())
+
+
+def run_pair(url: str, steps: int, cores: tuple[int, int]) -> tuple[dict, dict]:
+    """The in-memory and the streamed trial at the same time, each on its own core.
+
+    This VM's speed drifts by 10-30% from one minute to the next, more than the difference to
+    measure; side by side, both arms see the same drift. Rounds swap the cores."""
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = [Path(tmp) / "memory.json", Path(tmp) / "stream.json"]
+        procs = [
+            _launch(url, reader, steps, out, cpu)
+            for reader, out, cpu in zip(("memory", "stream"), outs, cores, strict=True)
+        ]
+        memory, stream = (_result(p, o, url) for p, o in zip(procs, outs, strict=True))
+        return memory, stream
+
+
+def run_trial(url: str, reader: str, steps: int) -> dict:
+    """`trial` in a fresh process, alone; its peak memory, the PSS of its process tree (the
+    trainer and its loader worker), sampled every 50 ms."""
     import psutil
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "trial.json"
-        cmd = [sys.executable, __file__, "--trial", url, reader, str(steps), str(out)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+        proc = _launch(url, reader, steps, out, None)
         parent, peak = psutil.Process(proc.pid), 0
         while proc.poll() is None:
-            if sample_memory:
-                try:
-                    tree = [parent, *parent.children(recursive=True)]
-                    peak = max(peak, sum(_pss(p) for p in tree))
-                except psutil.Error:
-                    pass
+            try:
+                tree = [parent, *parent.children(recursive=True)]
+                peak = max(peak, sum(_pss(p) for p in tree))
+            except psutil.Error:
+                pass
             time.sleep(0.05)
-        if proc.returncode != 0:
-            raise RuntimeError(f"trial on {url} ({reader}) exited with {proc.returncode}")
-        return {**json.loads(out.read_text()), "peak_rss_mb": peak / 1e6}  # PSS of the tree
+        return {**_result(proc, out, f"{url} ({reader})"), "peak_rss_mb": peak / 1e6}
 
 
 def _median_run(results: list[dict]) -> dict:
@@ -191,21 +213,20 @@ def main(argv: list[str] | None = None) -> int:
         sizes = {"small": args.small_mb, "large": args.large_mb}
         made = {k: generate(Path(tmp) / f"{k}.parquet", mb) for k, mb in sizes.items()}
         small, large = f"{tmp}/small.parquet", f"{tmp}/large.parquet"
-        # The speed arms alternate (memory, stream, stream, memory, ...) so drift hits both.
+        # Speed: both arms at once, side by side (run_pair); memory: each run alone, sampled.
         arms: dict[str, list[dict]] = {"memory_small": [], "stream_small": []}
         for r in range(args.rounds):
-            order = ["memory", "stream"] if r % 2 == 0 else ["stream", "memory"]
-            for reader in order:
-                arms[f"{reader}_small"].append(run_trial(small, reader, args.steps, False))
+            memory, stream = run_pair(small, args.steps, (0, 1) if r % 2 == 0 else (1, 0))
+            arms["memory_small"].append(memory)
+            arms["stream_small"].append(stream)
         runs = {name: _median_run(results) for name, results in arms.items()}
-        runs["stream_large"] = run_trial(large, "stream", args.steps, False)
-        # Memory in runs of their own, sampled (see run_trial).
         for name, url, reader in [
             ("memory_small", small, "memory"),
             ("stream_small", small, "stream"),
             ("stream_large", large, "stream"),
         ]:
-            runs[name]["peak_rss_mb"] = run_trial(url, reader, args.steps, True)["peak_rss_mb"]
+            alone = run_trial(url, reader, args.steps)
+            runs[name] = {**alone, **runs.get(name, {}), "peak_rss_mb": alone["peak_rss_mb"]}
     rss_ratio = runs["stream_large"]["peak_rss_mb"] / runs["stream_small"]["peak_rss_mb"]
     ratios = [
         s["step_ms"] / m["step_ms"]
