@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -154,14 +155,27 @@ class JobService:
     def sync(self, job: Job) -> Synced:
         """Status from Ray while the job is active; progress from MLflow until it is final.
 
-        Either may be down: the job is then answered as last known, with `stale` saying so.
+        Both are asked at once and waited for `dependency_timeout_s` in all; either may be
+        down, and the job is then answered as last known, with `stale` saying which.
         """
+        deadline = time.monotonic() + self.settings.dependency_timeout_s
+        asks_ray = job.status in ACTIVE
+        # Only the service's own MLflow is ever queried: a URI from a spec is never opened here.
+        asks_mlflow = not job.progress_final and job.tracking_uri == self.settings.tracking_uri
+        ray = self.calls.submit(self.ray.status, job.id) if asks_ray else None
+        progress = (
+            self.calls.submit(
+                job_progress, job.tracking_uri, job.experiment, job.metric, job.mode, job.id
+            )
+            if asks_mlflow
+            else None
+        )
         updates: dict = {}
         stale: list[str] = []
         wait = f"no answer within {self.settings.dependency_timeout_s:g} s"
-        if job.status in ACTIVE:
+        if ray is not None:
             try:
-                status, message = self.bounded(self.ray.status, job.id)
+                status, message = ray.result(timeout=max(0.0, deadline - time.monotonic()))
                 updates.update(status=status, message=message)
             except RayJobMissing:
                 updates.update(status=FAILED, message="the Ray cluster has no record of this job")
@@ -169,13 +183,9 @@ class JobService:
                 stale.append(f"Ray: {e}")
             except TimeoutError:
                 stale.append(f"Ray: {wait}")
-        final = updates.get("status", job.status) not in ACTIVE
-        # Only the service's own MLflow is ever queried: a URI from a spec is never opened here.
-        if not job.progress_final and job.tracking_uri == self.settings.tracking_uri:
+        if progress is not None:
             try:
-                p = self.bounded(
-                    job_progress, job.tracking_uri, job.experiment, job.metric, job.mode, job.id
-                )
+                p = progress.result(timeout=max(0.0, deadline - time.monotonic()))
                 updates.update(
                     parent_run_id=p.parent_run_id,
                     experiment_id=p.experiment_id,
@@ -184,7 +194,9 @@ class JobService:
                     champion_decision=p.champion_decision,
                     outcome=p.outcome,
                     cause=p.cause,
-                    progress_final=int(final),
+                    # Final only if read after the job ended: read alongside Ray's status, it
+                    # may predate the driver's last writes.
+                    progress_final=int(job.status not in ACTIVE),
                 )
             except TimeoutError:
                 stale.append(f"MLflow: {wait}")

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     """JSON list of {"user", "role", "sha256"}: the accepted bearer tokens, stored hashed."""
     tokens_file: Path | None = None
     """A file holding the same JSON list (or YAML)."""
-    dependency_timeout_s: float = Field(1.5, gt=0)
+    dependency_timeout_s: float = Field(1.0, gt=0)
     """How long a request waits for Ray or MLflow before answering with what the store knows
     (marked stale)."""
     max_concurrent_jobs: int = Field(4, ge=0)

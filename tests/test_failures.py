@@ -1,11 +1,21 @@
 """Failures told truthfully: each fault ends with the right exit code, statuses, counts and cause.
 
 Real faults on a real local Ray runtime and a real `mlflow server`: trials that raise, trials
-whose loss becomes NaN, a registration interrupted between creating the version and its aliases.
+whose loss becomes NaN, a registration interrupted between creating the version and its aliases,
+a driver SIGKILLed while its embedded Ray runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -145,3 +155,52 @@ def test_registration_resumed_after_a_kill_reuses_the_jobs_version(mlflow_server
     assert again.promoted and len(client.search_model_versions(f"name = '{name}'")) == 1
     assert client.get_model_version_by_alias(name, CHAMPION).version == first.version
     assert client.get_model_version_by_alias(name, CHALLENGER).version == first.version
+
+
+def _ray_started(driver: psutil.Process) -> bool:
+    names = " ".join(p.name() for p in driver.children(recursive=True))
+    return "raylet" in names and "gcs_server" in names
+
+
+def test_a_killed_embedded_driver_leaves_no_ray_process_behind(tmp_path, ray_env):
+    """`rnntune run` SIGKILLed while a trial trains: the watchdog it started stops the
+    embedded Ray's processes (GCS, raylet, agents, workers), and then itself."""
+    raw = _job(
+        tmp_path,
+        "unused",
+        "killed-driver",
+        data={"name": "digits"},
+        model={"cell_type": "gru", "hidden_size": 16},
+        search_space={"lr": {"grid": [0.01]}},
+        budget={"max_epochs": 200},
+        tracking={"experiment": "killed-driver"},  # the embedded store under storage
+        registry={"enabled": False},
+    )
+    spec = tmp_path / "killed.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    rnntune = str(Path(sys.executable).parent / "rnntune")
+    proc = subprocess.Popen(
+        [rnntune, "run", str(spec)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    driver = psutil.Process(proc.pid)
+    seen: dict[int, psutil.Process] = {}
+    try:
+        deadline = time.monotonic() + 180
+        while not list((tmp_path / "store").glob("*/*/result.json")):  # a trial is training
+            assert proc.poll() is None and time.monotonic() < deadline, "the trial never started"
+            time.sleep(0.5)
+        assert _ray_started(driver)
+        seen = {p.pid: p for p in driver.children(recursive=True)}
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        _, alive = psutil.wait_procs(list(seen.values()), timeout=30)
+        assert not alive, [(p.pid, p.name()) for p in alive]
+    finally:
+        for p in seen.values():
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        if proc.poll() is None:
+            proc.kill()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import ray
 from ray._private import ray_constants
@@ -35,4 +38,17 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         num_cpus=num_cpus or os.cpu_count(),
         include_dashboard=False,
         log_to_driver=False,
+    )
+    start_watchdog()
+
+
+def start_watchdog() -> None:
+    """A detached `tune.watchdog` that stops this process's Ray if this process is killed."""
+    subprocess.Popen(
+        [sys.executable, "-m", "tune.watchdog", str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # not in the driver's process group: a group kill spares it
+        cwd=str(Path(__file__).resolve().parents[1]),
     )

@@ -239,6 +239,9 @@ class MlflowTrialLogger(ray_tune.Callback):
         self.flushed_at: dict[str, float] = {}  # run id -> time.monotonic() of its last send
         self.configs: dict[str, dict] = {}
         self.explorations: dict[str, int] = {}
+        # run id -> the last epoch logged to it: a trial restarted from an older checkpoint
+        # (a retry, a resumed job) trains some epochs again; MLflow keeps their first values.
+        self.logged_through: dict[str, int] = {}
         self._client: MlflowClient | None = None
 
     @property
@@ -282,6 +285,8 @@ class MlflowTrialLogger(ray_tune.Callback):
         run_id = self.runs[trial.trial_id]
         if not self.client.get_run(run_id).data.params:
             self._log_params(run_id, trial.config)
+        history = self.client.get_metric_history(run_id, REPORTED[0])
+        self.logged_through[run_id] = max((m.step for m in history), default=0)
         self.client.update_run(run_id, status="RUNNING")
 
     def on_trial_restore(self, iteration: int, trials: list, trial, **info) -> None:
@@ -314,6 +319,16 @@ class MlflowTrialLogger(ray_tune.Callback):
             return
         self._record_new_config(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
+        if step > self.logged_through.get(run_id, 0):  # else trained again after a restart
+            self.logged_through[run_id] = step
+            self._log_epoch(run_id, step, result)
+        if result.get(DIVERGED):
+            self.diverged[trial.trial_id] = str(result.get(DIVERGED_REASON) or "diverged")
+        # A result marked done reaches callbacks only when the scheduler (not the trial) ended it.
+        if result.get("done") and step < self.spec.max_epochs and not result.get(DIVERGED):
+            self.stopped.add(trial.trial_id)
+
+    def _log_epoch(self, run_id: str, step: int, result: dict) -> None:
         now = int(time.time() * 1000)
         skip = set(str(result.get(NON_FINITE) or "").split(","))  # imputed for the scheduler
         metrics = [
@@ -325,11 +340,6 @@ class MlflowTrialLogger(ray_tune.Callback):
         last = self.flushed_at.get(run_id)
         if last is None or time.monotonic() - last >= FLUSH_EVERY_S:
             self._flush(run_id)  # the first epoch at once, then at most every FLUSH_EVERY_S
-        if result.get(DIVERGED):
-            self.diverged[trial.trial_id] = str(result.get(DIVERGED_REASON) or "diverged")
-        # A result marked done reaches callbacks only when the scheduler (not the trial) ended it.
-        if result.get("done") and step < self.spec.max_epochs and not result.get(DIVERGED):
-            self.stopped.add(trial.trial_id)
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         """Buffers of trials that stopped reporting for a while (paused, slow) go out too."""
