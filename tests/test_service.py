@@ -309,7 +309,7 @@ def test_resources_and_ceilings_are_counted(api):
 def test_cancel_stops_the_ray_job_and_is_idempotent(api, stack):
     """Also: a second job while one is active is over the concurrent-jobs quota."""
     job_id = api.call("POST", "/jobs", json=small_job("long", epochs=200)).json()["id"]
-    api.wait(job_id, lambda j: j["status"] == "RUNNING")
+    api.wait(job_id, lambda j: j["status"] == "RUNNING" and j["trials"].get("running") == 2)
     second = api.call("POST", "/jobs", json=small_job("second"))
     assert second.status_code == 403 and "active jobs" in second.json()["detail"]
     assert api.call("DELETE", f"/jobs/{job_id}").status_code == 200
@@ -319,6 +319,10 @@ def test_cancel_stops_the_ray_job_and_is_idempotent(api, stack):
     assert str(ray_status.value) == "STOPPED"
     again = api.call("DELETE", f"/jobs/{job_id}")
     assert again.status_code == 200 and again.json()["status"] == "STOPPED"
+    # The driver's verdict, read after the job ended: stopped, the same on the parent run.
+    assert again.json()["outcome"] == "stopped" and again.json()["trials"]["interrupted"] == 2
+    parent = MlflowClient(stack[0].tracking_uri).get_run(again.json()["mlflow_run_id"])
+    assert parent.info.status == "KILLED" and parent.data.tags["rnntune.outcome"] == "stopped"
 
 
 def test_job_and_its_following_client_survive_a_service_restart(api, stack, tmp_path):
