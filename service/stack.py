@@ -23,6 +23,8 @@ from pathlib import Path
 
 import psutil
 
+from tune.watchdog import end_processes
+
 LOOPBACK = "127.0.0.1"
 # Every Ray process on loopback, no usage reporting, token auth off unless a token is given.
 RAY_LOCAL_ENV = {
@@ -174,18 +176,7 @@ def stop(*components: Component, grace: float = 15.0) -> int:
         for p in [root, *root.children(recursive=True), *_same_session(c.pid)]:
             if p not in procs:
                 procs.append(p)
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=5)
+    end_processes(procs, grace)
     return len(procs)
 
 

@@ -237,7 +237,10 @@ def run_job(spec: JobSpec, job_id: str | None = None, resume: bool = False) -> J
     ensure_ray()
     try:
         results = _tuner(spec, job_id, storage, callback, resume).fit()
-    except BaseException as e:  # stopped (SIGTERM from `rnntune cancel`, Ctrl-C) or crashed
+        callback.close_unfinished()
+        return _finish(spec, job_id, tracking, client, parent, results, callback.ends)
+    except BaseException as e:  # stopped (SIGTERM from `rnntune cancel`, Ctrl-C) or crashed,
+        # in the search or after it (testing, registering): the runs end with the cause
         stopped = isinstance(e, KeyboardInterrupt | SystemExit)
         try:
             callback.close_unfinished(stopped_by="job stopped" if stopped else "job failed")
@@ -246,8 +249,6 @@ def run_job(spec: JobSpec, job_id: str | None = None, resume: bool = False) -> J
             end = O.decide(callback.ends, usable=False, stopped=stopped, cause=cause)
             close_parent(client, parent, end)
         raise
-    callback.close_unfinished()
-    return _finish(spec, job_id, tracking, client, parent, results, callback.ends)
 
 
 def close_parent(client: MlflowClient, parent: str, end: O.Outcome) -> None:

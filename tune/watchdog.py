@@ -60,18 +60,24 @@ def watch(driver_pid: int) -> int:
         time.sleep(POLL_S)
     time.sleep(GRACE_S)
     left = [p for p in _alive(seen) if p.pid not in (driver_pid, os.getpid())]
-    for p in left:
+    end_processes(left, TERM_WAIT_S)
+    return len(left)
+
+
+def end_processes(procs: list[psutil.Process], grace: float) -> None:
+    """SIGTERM to all, SIGKILL to those still alive after `grace` seconds."""
+    for p in procs:
         try:
             p.terminate()
         except psutil.Error:
             pass
-    _, still = psutil.wait_procs(left, timeout=TERM_WAIT_S)
-    for p in still:
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
         try:
             p.kill()
         except psutil.Error:
             pass
-    return len(left)
+    psutil.wait_procs(alive, timeout=5)
 
 
 if __name__ == "__main__":
