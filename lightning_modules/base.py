@@ -37,7 +37,7 @@ class RecurrentTask(pl.LightningModule):
         self.clipper = GradientClipper(o.grad_clip_algorithm, o.grad_clip, o.autoclip_percentile)
         self.monitor, self.mode = M.DEFAULT_MONITOR[self.spec.task]
         self.diverged = False
-        self.diverged_reason = ""  # e.g. "epoch 3: train_loss 123 > 10 x the first batch's 2.3"
+        self.diverged_reason = ""  # e.g. "epoch 3: train_loss 123 > 5 x the first batch's loss 2.3"
         self.initial_loss: float | None = None  # the first training batch's loss (all ranks)
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
         self._epoch_start = time.perf_counter()

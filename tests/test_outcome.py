@@ -10,9 +10,9 @@ from tune import outcome as O
 
 RAY_ERROR = """Failure # 1 (occurred at 2026-12-03_07-20-11)
 ray::ImplicitFunc.train() (pid=123, ip=127.0.0.1, actor_id=abc)
-  File "/x/ray/tune/trainable/function_trainable.py", line 331, in entrypoint
+  File "ray/tune/trainable/function_trainable.py", line 331, in entrypoint
     return self._trainable_func(
-  File "/work/lightning_modules/data/text.py", line 45, in load
+  File "lightning_modules/data/text.py", line 45, in load
     text = f.read()
 UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte
 """

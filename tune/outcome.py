@@ -29,6 +29,7 @@ ERROR = "error"  # raised
 INTERRUPTED = "interrupted"  # never ended: the job was stopped or ran out of time
 TRIAL_ENDS = (COMPLETED, EARLY_STOPPED, DIVERGED, ERROR, INTERRUPTED)
 FAILED_ENDS = (DIVERGED, ERROR)
+RUN_STATUS = {DIVERGED: "FAILED", ERROR: "FAILED", INTERRUPTED: "KILLED"}  # else FINISHED
 
 # MLflow tags: runs of a job; the parent's outcome and cause; each child's end and reason.
 PARENT_TAG = "mlflow.parentRunId"

@@ -376,11 +376,10 @@ class MlflowTrialLogger(ray_tune.Callback):
     def _end(self, trial_id: str, end: str, reason: str = "", **tags: str) -> None:
         """Records how a trial ended, here and on its run (status, end tag, failure reason)."""
         self.ends[trial_id] = O.TrialEnd(end, reason)
-        status = {O.DIVERGED: "FAILED", O.ERROR: "FAILED", O.INTERRUPTED: "KILLED"}
         tags = {O.TRIAL_END_TAG: end, **tags}
         if reason:
             tags[O.FAILURE_REASON_TAG] = reason
-        self._finish(trial_id, status.get(end, "FINISHED"), tags)
+        self._finish(trial_id, O.RUN_STATUS.get(end, "FINISHED"), tags)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         trial_id = trial.trial_id
