@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 
 import pandas as pd
+from ray.train import Checkpoint
 
+from tune.driver import _best_checkpoint
 from tune.report import best_result, best_value, measured
 from tune.trainable import NON_FINITE
 
 
 @dataclass
-class FakeResult:  # the two fields of a Tune Result the summary reads
+class FakeResult:  # the fields of a Tune Result the summary reads
     metrics_dataframe: pd.DataFrame | None
     path: str = ""
+    best_checkpoints: list = field(default_factory=list)
 
 
 def _frame(values: list[float], imputed: list[bool]) -> pd.DataFrame:
@@ -41,3 +45,34 @@ def test_best_result_skips_trials_that_never_measured_the_metric():
     assert best_result([failed, empty, diverged], "val_acc", "max") is None
     assert best_result([failed, good, diverged], "val_acc", "max") is good
     assert best_result([good, better_then_diverged], "val_acc", "max") is better_then_diverged
+
+
+def _trial(tmp_path, name: str, accs: list[float]) -> FakeResult:
+    """A finished trial with one kept checkpoint per epoch, each holding its epoch number."""
+    kept = []
+    for epoch, acc in enumerate(accs):
+        folder = tmp_path / name / f"checkpoint_{epoch:06d}"
+        folder.mkdir(parents=True)
+        (folder / "model.ckpt").write_text(f"{name} epoch {epoch}")
+        kept.append((Checkpoint.from_directory(str(folder)), {"val_acc": acc}))
+    return FakeResult(_frame(accs, [False] * len(accs)), str(tmp_path / name), kept)
+
+
+def test_a_trial_whose_checkpoints_are_gone_is_passed_over_and_named(tmp_path):
+    best = _trial(tmp_path, "best", [0.5, 0.9])
+    second = _trial(tmp_path, "second", [0.7, 0.6])
+    third = _trial(tmp_path, "third", [0.4])
+    dest = tmp_path / "dest"
+    result, ckpt, missing = _best_checkpoint([third, second, best], "val_acc", "max", dest)
+    assert result is best and ckpt.read_text() == "best epoch 1" and missing == []
+    shutil.rmtree(tmp_path / "best" / "checkpoint_000001")  # its best epoch's checkpoint only
+    result, ckpt, missing = _best_checkpoint([third, second, best], "val_acc", "max", dest / "a")
+    assert result is best and ckpt.read_text() == "best epoch 0" and missing == []
+    shutil.rmtree(tmp_path / "best")
+    result, ckpt, missing = _best_checkpoint([third, second, best], "val_acc", "max", dest / "b")
+    assert result is second and ckpt.read_text() == "second epoch 0"
+    assert len(missing) == 1 and missing[0].startswith("best: no kept checkpoint")
+    shutil.rmtree(tmp_path / "second")
+    shutil.rmtree(tmp_path / "third")
+    result, ckpt, missing = _best_checkpoint([third, second, best], "val_acc", "max", dest / "c")
+    assert result is None and ckpt is None and len(missing) == 3

@@ -77,6 +77,7 @@ class JobSummary:
     registration: Registration | None
     cell_table: str = ""
     errors: list[str] = field(default_factory=list)  # one line per failed trial
+    passed_over: list[str] = field(default_factory=list)  # better trials without a checkpoint
 
     @property
     def trials(self) -> int:
@@ -205,13 +206,27 @@ def _checkpoint_config(spec: JobSpec) -> ray_tune.CheckpointConfig:
     )
 
 
-def _best_checkpoint(result, metric: str, mode: str, dest: Path) -> Path | None:
-    """The best-scoring kept checkpoint of the best trial, copied to a local folder."""
-    ranked = [(c, m) for c, m in (result.best_checkpoints or []) if metric in m]
-    if not ranked:
-        return None
-    ckpt, _ = (max if mode == "max" else min)(ranked, key=lambda cm: cm[1][metric])
-    return Path(ckpt.to_directory(str(dest))) / CHECKPOINT_FILE
+MISSING_CHECKPOINT_TAG = "rnntune.best_checkpoint_missing"
+
+
+def _best_checkpoint(results, metric: str, mode: str, dest: Path):
+    """The best trial that still has a checkpoint, its best-scoring kept checkpoint copied to
+    `dest`, and one line per better trial whose checkpoints are gone (storage lost them, or a
+    resumed search's state named checkpoints pruned after it was saved). (None, None, lines)
+    when no trial has one."""
+    missing = []
+    for attempt, result in enumerate(report.ranked_results(results, metric, mode)):
+        kept = [(c, m) for c, m in (result.best_checkpoints or []) if metric in m]
+        kept.sort(key=lambda cm: cm[1][metric], reverse=mode == "max")
+        for ckpt, _ in kept:
+            try:
+                folder = ckpt.to_directory(str(dest / str(attempt)))
+            except FileNotFoundError:
+                continue
+            return result, Path(folder) / CHECKPOINT_FILE, missing
+        name = Path(result.path).name if result.path else "?"
+        missing.append(f"{name}: no kept checkpoint under {result.path}" if kept else f"{name}: no checkpoint")
+    return None, None, missing
 
 
 def run_job(spec: JobSpec, job_id: str | None = None, resume: bool = False) -> JobSummary:
@@ -293,16 +308,18 @@ def _finish(
             report.comparison_figure(rows, metric, mode, Path(tmp) / "comparison.png")
             client.log_artifact(parent, str(Path(tmp) / "comparison.png"))
             client.log_text(parent, table, "cell_types.md")
-        best = report.best_result(results, metric, mode)
-        ckpt = _best_checkpoint(best, metric, mode, Path(tmp) / "best") if best else None
-        if best is not None and ckpt is not None:
+        best, ckpt, missing = _best_checkpoint(results, metric, mode, Path(tmp) / "best")
+        if missing:  # a better trial is not the one registered (or none is): say why
+            client.set_tag(parent, MISSING_CHECKPOINT_TAG, "; ".join(missing)[:5000])
+        if best is not None:
             best_config = dict(best.config)
             best_value = report.best_value(best.metrics_dataframe, metric, mode)
             if spec.registry.enabled:
                 registration = register_best(spec, job_id, parent, tracking.uri, ckpt)
     if best_value is not None:
         client.log_metric(parent, f"best_{metric}", best_value)
-    end = O.decide(ends, usable=best_value is not None, stopped=False)
+    lost = "" if best is not None or not missing else "no checkpoint left: " + missing[0]
+    end = O.decide(ends, usable=best_value is not None, stopped=False, cause=lost)
     close_parent(client, parent, end)
     return JobSummary(
         job_id=job_id,
@@ -316,6 +333,7 @@ def _finish(
         registration=registration,
         cell_table=report.summary_text(rows, metric, mode) if rows else "",
         errors=[t.reason for t in ends.values() if t.end in O.FAILED_ENDS],
+        passed_over=missing if best is not None else [],
     )
 
 
@@ -341,6 +359,8 @@ def format_summary(s: JobSummary) -> str:
         )
     for e in s.errors[:5]:
         lines.append(f"failed trial: {e}")
+    for p in s.passed_over[:5]:
+        lines.append(f"passed over a better trial, its checkpoints are gone: {p}")
     lines.append(f"MLflow parent run {s.parent_run_id}; open the UI with:\n  {s.ui_command}")
     lines.append(s.outcome.line())
     return "\n".join(lines)

@@ -47,18 +47,22 @@ def best_value(df, metric: str, mode: str) -> float | None:
     return max(values) if mode == "max" else min(values)
 
 
-def best_result(results, metric: str, mode: str):
-    """The trial with the best measured value of `metric` at any epoch (None: no trial has one).
+def ranked_results(results, metric: str, mode: str) -> list:
+    """Trials that measured `metric`, best first by their best measured value at any epoch.
 
     Not Tune's `get_best_result`: with one trial it returns that trial whatever it reported,
     and it would rank the stand-in value of a diverged epoch as a measurement.
     """
     scored = [(r, best_value(r.metrics_dataframe, metric, mode)) for r in results]
     scored = [(r, v) for r, v in scored if v is not None]
-    if not scored:
-        return None
-    pick = max if mode == "max" else min
-    return pick(scored, key=lambda rv: rv[1])[0]
+    scored.sort(key=lambda rv: rv[1], reverse=mode == "max")
+    return [r for r, _ in scored]
+
+
+def best_result(results, metric: str, mode: str):
+    """The trial with the best measured value of `metric` (None: no trial has one)."""
+    ranked = ranked_results(results, metric, mode)
+    return ranked[0] if ranked else None
 
 
 def trial_rows(spec: JobSpec, results) -> list[TrialRow]:
