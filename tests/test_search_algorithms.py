@@ -15,8 +15,8 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import ROOT
 from tune.driver import run_job
-from tune.spec import parse_job_spec
 from tune.outcome import PARENT_TAG, TRIAL_TAG
+from tune.spec import parse_job_spec
 
 pytestmark = pytest.mark.slow
 

@@ -225,7 +225,9 @@ def _best_checkpoint(results, metric: str, mode: str, dest: Path):
                 continue
             return result, Path(folder) / CHECKPOINT_FILE, missing
         name = Path(result.path).name if result.path else "?"
-        missing.append(f"{name}: no kept checkpoint under {result.path}" if kept else f"{name}: no checkpoint")
+        missing.append(
+            f"{name}: no kept checkpoint under {result.path}" if kept else f"{name}: no checkpoint"
+        )
     return None, None, missing
 
 
