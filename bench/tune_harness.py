@@ -17,6 +17,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
@@ -130,9 +131,10 @@ class NoTrialLogging(ray_tune.Callback):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.ends: dict = {}  # the driver reads how trials ended from the trial logger
+        self.writer = SimpleNamespace(lost=0)  # and how many MLflow writes it lost
 
-    def close_unfinished(self, stopped_by: str = "job") -> None:
-        pass
+    def close_unfinished(self, stopped_by: str = "job", timeout: float | None = None) -> bool:
+        return True
 
 
 RECORDED = ("training_iteration", "time_total_s", "time_this_iter_s", "done", *REPORTED)

@@ -89,42 +89,30 @@ def ray_local(ray_env):
     ray.shutdown()
 
 
+def start_mlflow_server(root: Path, port: int):
+    """A real `mlflow server` on SQLite under `root` with proxied artifacts, on a loopback port,
+    answering; started again on the same root and port, it serves the same runs."""
+    from service.stack import start_mlflow, stop, wait_ready
+
+    server = start_mlflow(root, port)
+    try:
+        wait_ready(server, "/health", timeout=90)
+    except BaseException:
+        stop(server)
+        raise
+    return server
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on SQLite with proxied artifacts, on a free loopback port."""
-    import subprocess
-    import sys
+    from service.stack import stop
 
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    bindir = Path(sys.executable).parent
-    env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
-    proc = subprocess.Popen(
-        [
-            str(bindir / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            (root / "artifacts").as_uri(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(root / "server.log", "w"),
-    )
-    url = f"http://127.0.0.1:{port}"
+    server = start_mlflow_server(tmp_path_factory.mktemp("mlflow"), free_port())
     try:
-        wait_http(f"{url}/health", timeout=90, proc=proc)
-        yield url
+        yield server.url
     finally:
-        stop_process(proc)
+        stop(server)
 
 
 @pytest.fixture

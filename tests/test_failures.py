@@ -23,6 +23,8 @@ from mlflow.tracking import MlflowClient
 from lightning_modules.config import TrainSpec
 from lightning_modules.training import train
 from service.cli import main
+from service.stack import free_port, stop
+from tests.conftest import start_mlflow_server
 from tune import outcome as O
 from tune.registry import CHALLENGER, CHAMPION, register_best
 from tune.spec import parse_job_spec
@@ -204,3 +206,78 @@ def test_a_killed_embedded_driver_leaves_no_ray_process_behind(tmp_path, ray_env
                 p.kill()
         if proc.poll() is None:
             proc.kill()
+
+
+OUTAGE_S = 20  # longer than the MLflow client's own retries (3, ~14 s): the writer's hold
+
+
+def test_a_search_rides_out_an_mlflow_outage_and_delivers_every_epoch_in_order(tmp_path, ray_env):
+    """MLflow stopped under a running search for 20 s, then started again on the same store:
+    the trials keep training meanwhile, and every epoch reaches MLflow once, in order."""
+    root, port = tmp_path / "mlflow", free_port()
+    root.mkdir()
+    server = start_mlflow_server(root, port)
+    url = server.url
+    epochs = 60
+    raw = _job(
+        tmp_path,
+        url,
+        "outage",
+        data={"name": "digits"},
+        model={"cell_type": "gru", "hidden_size": 16},
+        search_space={"hidden_size": {"grid": [12, 16]}},
+        scheduler={"name": "fifo"},
+        budget={"max_epochs": epochs},
+        registry={"enabled": False},
+    )
+    spec = tmp_path / "outage.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    out, err = open(tmp_path / "out.log", "w"), open(tmp_path / "err.log", "w")
+    rnntune = str(Path(sys.executable).parent / "rnntune")
+    proc = subprocess.Popen(
+        [rnntune, "run", str(spec), "--job-id", "outage"], stdout=out, stderr=err
+    )
+    client = MlflowClient(url)
+    try:
+        deadline = time.monotonic() + 180
+        while True:  # until both trials have logged an epoch
+            assert proc.poll() is None and time.monotonic() < deadline, "no epoch logged"
+            exp = client.get_experiment_by_name("failure-tests")
+            children = (
+                client.search_runs([exp.experiment_id], "tags.`rnntune.job_id` = 'outage'")
+                if exp
+                else []
+            )
+            children = [r for r in children if PARENT_TAG in r.data.tags]
+            if len(children) == 2 and all("val_acc" in r.data.metrics for r in children):
+                break
+            time.sleep(0.5)
+        stop(server)
+        down = time.time() * 1000
+        time.sleep(OUTAGE_S)
+        server = start_mlflow_server(root, port)
+        up = time.time() * 1000
+        assert proc.wait(timeout=600) == 0, (tmp_path / "err.log").read_text()[-3000:]
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+        stop(server)
+        raise
+    try:
+        parent, children = _job_runs(client, "outage")
+        assert parent.info.status == "FINISHED" and len(children) == 2
+        assert parent.data.tags[O.OUTCOME_TAG] == O.SUCCEEDED
+        for run in children:
+            assert run.info.status == "FINISHED"
+            history = client.get_metric_history(run.info.run_id, "val_acc")
+            steps = [m.step for m in history]
+            assert sorted(steps) == list(range(1, epochs + 1)), steps  # none lost, none twice
+            stamps = [m.timestamp for m in sorted(history, key=lambda m: m.step)]
+            assert stamps == sorted(stamps)  # logged in the order they were trained
+            during = [m for m in history if down < m.timestamp < up]
+            assert len(during) >= 5, (len(during), down, up)  # training went on meanwhile
+        stderr = (tmp_path / "err.log").read_text()
+        assert "unreachable" in stderr and "back after" in stderr, stderr[-3000:]
+        assert "writes were lost" not in (tmp_path / "out.log").read_text()
+    finally:
+        stop(server)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
 from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
+from sqlalchemy.exc import OperationalError
 
 from tune import tracking as tracking_module
+from tune import writer as writer_module
 from tune.spec import parse_job_spec
 from tune.tracking import MlflowTrialLogger, TrialRuns, open_parent_run, setup_tracking
+from tune.writer import OrderedWriter, transient
 
 
 @pytest.fixture(scope="module")
@@ -36,21 +41,20 @@ def _steps(client: MlflowClient, run_id: str) -> list[int]:
 
 
 def _wait(logger: MlflowTrialLogger) -> None:
-    for ops in logger.pending.values():
-        for op in ops:
-            op.wait()
+    assert logger.writer.drain(30)
 
 
 def test_epochs_are_batched_and_all_sent_by_the_trial_end(store):
     _, _, client = store
     logger, trial = _logger(store, "batched"), _trial("b_00000")
     logger.on_trial_start(0, [trial], trial)
-    run_id = logger.runs[trial.trial_id]
     for epoch in (1, 2, 3):
         logger.on_trial_result(0, [trial], trial, {"epoch": epoch, "val_acc": epoch / 10})
     _wait(logger)
+    run_id = logger.runs[trial.trial_id]
     assert _steps(client, run_id) == [1]  # the first epoch at once, the next two held back
     logger.on_trial_complete(0, [trial], trial)
+    _wait(logger)
     assert _steps(client, run_id) == [1, 2, 3]
     assert client.get_run(run_id).info.status == "FINISHED"
     assert client.get_run(run_id).data.params["hidden_size"] == "24"
@@ -80,8 +84,66 @@ def test_resumed_trial_run_runs_again_with_its_params(store):
     trial = _trial("r_00001", hidden_size=32)
     logger = _logger(store, "reopened", {trial.trial_id: orphan})
     logger.on_trial_start(0, [trial], trial)
+    _wait(logger)
     run = client.get_run(orphan)
     assert run.info.status == "RUNNING"
     assert run.data.params["hidden_size"] == "32"
     logger.on_trial_complete(0, [trial], trial)
+    _wait(logger)
     assert client.get_run(orphan).info.status == "FINISHED"
+
+
+class _Outage:
+    """A stand-in MLflow call: fails like a server that is down for its first `down` calls."""
+
+    def __init__(self, down: int, error: Exception | None = None) -> None:
+        self.down, self.calls = down, 0
+        self.error = error or ConnectionError("Connection refused")
+
+    def __call__(self, sent: list, item: int) -> None:
+        self.calls += 1
+        if self.calls <= self.down:
+            raise self.error
+        sent.append(item)
+
+
+def test_writes_held_through_an_outage_arrive_once_and_in_order(monkeypatch):
+    monkeypatch.setattr(writer_module.time, "sleep", lambda s: None)  # no real backoff waits
+    writer, sent, server = OrderedWriter("test"), [], _Outage(down=6)
+    for i in range(50):
+        writer.submit(lambda i=i: server(sent, i))
+    assert writer.drain(30)
+    assert sent == list(range(50)) and writer.lost == 0
+
+
+def test_a_refused_write_is_dropped_and_counted_the_rest_go_on():
+    writer, sent = OrderedWriter("test"), []
+    refused = _Outage(down=1, error=MlflowException("bad", INVALID_PARAMETER_VALUE))
+    writer.submit(lambda: sent.append(0))
+    writer.submit(lambda: refused(sent, 1))
+    writer.submit(lambda: sent.append(2))
+    assert writer.drain(30)
+    assert sent == [0, 2] and writer.lost == 1
+    assert writer.errors == ["MLflow refused a write: MlflowException: bad"]
+
+
+def test_an_outage_beyond_the_budget_drops_the_queue_and_says_how_much(capsys):
+    writer, sent, server = OrderedWriter("http://down", give_up_after_s=0.3), [], _Outage(10**6)
+    for i in range(3):
+        writer.submit(lambda i=i: server(sent, i))
+    assert writer.drain(30)
+    assert sent == [] and writer.lost == 3
+    assert "3 tracking writes dropped" in capsys.readouterr().err
+
+
+def test_which_failures_are_an_outage():
+    down = (
+        "API request to http://127.0.0.1:5000/api/2.0/mlflow/runs/log-batch failed with exception"
+    )
+    assert transient(MlflowException(f"{down} Max retries exceeded"))
+    assert transient(ConnectionRefusedError("refused"))
+    assert transient(OperationalError("INSERT", {}, Exception("database is locked")))
+    assert not transient(OperationalError("INSERT", {}, Exception("database or disk is full")))
+    assert not transient(MlflowException("Run 'x' not found", RESOURCE_DOES_NOT_EXIST))
+    assert not transient(MlflowException("bad", INVALID_PARAMETER_VALUE))
+    assert not transient(OSError(28, "No space left on device"))

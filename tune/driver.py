@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,7 @@ class JobSummary:
     cell_table: str = ""
     errors: list[str] = field(default_factory=list)  # one line per failed trial
     passed_over: list[str] = field(default_factory=list)  # better trials without a checkpoint
+    tracking_lost: int = 0  # MLflow writes dropped (refused, or an outage beyond its budget)
 
     @property
     def trials(self) -> int:
@@ -207,6 +209,7 @@ def _checkpoint_config(spec: JobSpec) -> ray_tune.CheckpointConfig:
 
 
 MISSING_CHECKPOINT_TAG = "rnntune.best_checkpoint_missing"
+STOP_DRAIN_S = 30.0  # a stopped or crashed job waits this long for MLflow to take its last writes
 
 
 def _best_checkpoint(results, metric: str, mode: str, dest: Path):
@@ -235,6 +238,10 @@ def run_job(spec: JobSpec, job_id: str | None = None, resume: bool = False) -> J
     """Run (or resume) a search job end to end; returns what the summary prints."""
     job_id = job_id or new_job_id(spec)
     spec = with_absolute_data_paths(spec)
+    # MLflow's client retries a request for ~2 min by default, and the driver's calls before
+    # and after the search have no outage to ride out; the trial logger's writer retries its
+    # own writes for as long as an outage lasts (RNNTUNE_TRACKING_OUTAGE_S).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     policy = Policy.configured()
     if policy is not None:  # on a cluster: whatever the spec came through, before touching it
         policy.check(spec, on_cluster=True)
@@ -254,13 +261,16 @@ def run_job(spec: JobSpec, job_id: str | None = None, resume: bool = False) -> J
     ensure_ray()
     try:
         results = _tuner(spec, job_id, storage, callback, resume).fit()
-        callback.close_unfinished()
-        return _finish(spec, job_id, tracking, client, parent, results, callback.ends)
+        callback.close_unfinished()  # waits for MLflow if it is down: every write delivered
+        lost = callback.writer.lost
+        return _finish(spec, job_id, tracking, client, parent, results, callback.ends, lost)
     except BaseException as e:  # stopped (SIGTERM from `rnntune cancel`, Ctrl-C) or crashed,
         # in the search or after it (testing, registering): the runs end with the cause
         stopped = isinstance(e, KeyboardInterrupt | SystemExit)
         try:
-            callback.close_unfinished(stopped_by="job stopped" if stopped else "job failed")
+            callback.close_unfinished(
+                stopped_by="job stopped" if stopped else "job failed", timeout=STOP_DRAIN_S
+            )
         finally:
             cause = "" if stopped else O.exception_line(f"{type(e).__name__}: {e}")
             end = O.decide(callback.ends, usable=False, stopped=stopped, cause=cause)
@@ -299,6 +309,7 @@ def _finish(
     parent: str,
     results,
     ends: dict[str, O.TrialEnd],
+    tracking_lost: int = 0,
 ) -> JobSummary:
     metric, mode = spec.monitor
     rows = report.trial_rows(spec, results)
@@ -320,6 +331,8 @@ def _finish(
                 registration = register_best(spec, job_id, parent, tracking.uri, ckpt)
     if best_value is not None:
         client.log_metric(parent, f"best_{metric}", best_value)
+    if tracking_lost:
+        client.set_tag(parent, "rnntune.tracking_writes_lost", str(tracking_lost))
     lost = "" if best is not None or not missing else "no checkpoint left: " + missing[0]
     end = O.decide(ends, usable=best_value is not None, stopped=False, cause=lost)
     close_parent(client, parent, end)
@@ -336,6 +349,7 @@ def _finish(
         cell_table=report.summary_text(rows, metric, mode) if rows else "",
         errors=[t.reason for t in ends.values() if t.end in O.FAILED_ENDS],
         passed_over=missing if best is not None else [],
+        tracking_lost=tracking_lost,
     )
 
 
@@ -363,6 +377,8 @@ def format_summary(s: JobSummary) -> str:
         lines.append(f"failed trial: {e}")
     for p in s.passed_over[:5]:
         lines.append(f"passed over a better trial, its checkpoints are gone: {p}")
+    if s.tracking_lost:
+        lines.append(f"{s.tracking_lost} MLflow writes were lost (see the messages above)")
     lines.append(f"MLflow parent run {s.parent_run_id}; open the UI with:\n  {s.ui_command}")
     lines.append(s.outcome.line())
     return "\n".join(lines)

@@ -1,12 +1,14 @@
 """MLflow tracking of a job: one parent run per job, one child run per trial, logged from the driver.
 
 Only the driver talks to MLflow (a Tune callback), so trials need no MLflow access and an
-embedded SQLite store sees one writer. Metrics go out asynchronously and batched: each write costs
-the driver ~9 ms of CPU whatever its size (taken from the trials on the same cores, and holding
-the driver's GIL while a trial waits for it to take its next result), so a trial's first epoch is
-sent at once, later ones at most every `FLUSH_EVERY_S`, and the rest at its end. Epochs longer
-than that (most real ones) are each sent as they come; a driver killed outright can lose the
-last `FLUSH_EVERY_S` of metric points of a trial with shorter ones.
+embedded SQLite store sees one writer. The callback's writes go through an `OrderedWriter`: one
+background thread that sends them in order and holds them through an MLflow outage, so Tune's
+event loop never waits for MLflow. Metrics are batched: each write costs the driver ~9 ms of CPU
+whatever its size (taken from the trials on the same cores), so a trial's first epoch is sent at
+once, later ones at most every `FLUSH_EVERY_S`, and the rest at its end. Epochs longer than that
+(most real ones) are each sent as they come; a driver killed outright can lose the last
+`FLUSH_EVERY_S` of metric points of a trial with shorter ones, and whatever an MLflow outage
+still held back.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tune.outcome import JOB_TAG, PARENT_TAG, TRIAL_TAG
 from tune.registry import job_user
 from tune.spec import JobSpec
 from tune.trainable import DIVERGED, DIVERGED_REASON, NON_FINITE, REPORTED
+from tune.writer import OrderedWriter
 
 FLUSH_EVERY_S = 2.0  # how far a running trial's metrics in MLflow may lag behind it
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
@@ -213,7 +216,13 @@ def trial_error(trial) -> str:
 
 
 class MlflowTrialLogger(ray_tune.Callback):
-    """Driver-side Tune callback: a nested child run per trial with params, epoch metrics, status."""
+    """Driver-side Tune callback: a nested child run per trial with params, epoch metrics, status.
+
+    Callbacks decide what to write and queue it on an `OrderedWriter`: they never wait for
+    MLflow, so an outage holds the writes back but not the search. Everything the writes need
+    from MLflow (a new run's id, how far a reopened run was logged) is read on the writer's
+    thread, in order, when the write before it is done.
+    """
 
     def __init__(
         self,
@@ -229,20 +238,21 @@ class MlflowTrialLogger(ray_tune.Callback):
         self.spec = spec
         self.job_id = job_id
         self.parent_id = parent_id
-        self.runs = dict(existing.runs)
+        self.runs = dict(existing.runs)  # trial_id -> run id (filled in by the writer)
+        self.trials = set(existing.runs)  # trials with a run, or one queued to be created
         self.ends: dict[str, O.TrialEnd] = dict(existing.ends)  # how each ended trial ended
         self.resumed = set(existing.runs)  # runs of an earlier driver: RUNNING again if restarted
         self.stopped: set[str] = set()
         self.diverged: dict[str, str] = {}  # trial_id -> why
-        self.pending: dict[str, list] = {}  # run id -> async writes not yet awaited
-        self.buffered: dict[str, list[Metric]] = {}  # run id -> metrics not yet sent
-        self.flushed_at: dict[str, float] = {}  # run id -> time.monotonic() of its last send
+        self.buffered: dict[str, list[Metric]] = {}  # trial_id -> metrics not yet queued
+        self.flushed_at: dict[str, float] = {}  # trial_id -> time.monotonic() of its last send
         self.configs: dict[str, dict] = {}
         self.explorations: dict[str, int] = {}
         # run id -> the last epoch logged to it: a trial restarted from an older checkpoint
         # (a retry, a resumed job) trains some epochs again; MLflow keeps their first values.
         self.logged_through: dict[str, int] = {}
         self._client: MlflowClient | None = None
+        self._writer: OrderedWriter | None = None
 
     @property
     def client(self) -> MlflowClient:
@@ -250,41 +260,64 @@ class MlflowTrialLogger(ray_tune.Callback):
             self._client = MlflowClient(self.tracking.uri)
         return self._client
 
+    @property
+    def writer(self) -> OrderedWriter:
+        if self._writer is None:
+            self._writer = OrderedWriter(self.tracking.uri)
+        return self._writer
+
     def __getstate__(self) -> dict:  # Tune pickles callbacks with its experiment state
-        return {**self.__dict__, "_client": None, "pending": {}, "buffered": {}, "flushed_at": {}}
+        # copies: the writer's thread adds to `runs` and `logged_through` meanwhile
+        state = {k: dict(v) if isinstance(v, dict) else v for k, v in self.__dict__.items()}
+        return {**state, "_client": None, "_writer": None, "buffered": {}, "flushed_at": {}}
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Every metric buffered so far queued, and every queued write delivered."""
+        for trial_id in list(self.buffered):
+            self._flush(trial_id)
+        return self.writer.drain(timeout)
+
+    def _write(self, trial_id: str, write) -> None:
+        """Queue `write(run_id)` for the trial's run, after everything queued before it."""
+
+        def send() -> None:
+            run_id = self.runs.get(trial_id)
+            if run_id is None:  # refused by MLflow, so not retried: nor is what follows
+                raise LookupError(f"trial {trial_id} has no MLflow run (creating it failed)")
+            write(run_id)
+
+        self.writer.submit(send)
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
-        if trial.trial_id in self.runs:  # restarted (retry, PBT exploit, resumed job)
-            self.ends.pop(trial.trial_id, None)
-            if trial.trial_id in self.resumed:
-                self._reopen(trial)
+        trial_id = trial.trial_id
+        if trial_id in self.trials:  # restarted (retry, PBT exploit, resumed job)
+            self.ends.pop(trial_id, None)
+            if trial_id in self.resumed:
+                self.resumed.discard(trial_id)
+                config = dict(trial.config)
+                self._write(trial_id, lambda run_id: self._reopen(run_id, config))
             self._record_new_config(trial)
             return
-        run = self.client.create_run(
-            self.tracking.experiment_id,
-            run_name=f"{self.job_id}-{trial.trial_id}",
-            tags={PARENT_TAG: self.parent_id, JOB_TAG: self.job_id, TRIAL_TAG: trial.trial_id},
-        )
-        self.runs[trial.trial_id] = run.info.run_id
-        self.configs[trial.trial_id] = dict(trial.config)
-        self._log_params(run.info.run_id, trial.config)
+        self.trials.add(trial_id)
+        self.configs[trial_id] = dict(trial.config)
+        self.writer.submit(_RunCreation(self, trial_id))
+        params = trial_params(self.spec, trial.config)
+        self._write(trial_id, lambda run_id: self._log_params(run_id, params))
         if self.dataset is not None:
-            self.client.log_inputs(run.info.run_id, datasets=[self.dataset])
+            dataset = self.dataset
+            self._write(trial_id, lambda run_id: self.client.log_inputs(run_id, datasets=[dataset]))
 
-    def _log_params(self, run_id: str, config: dict) -> None:
-        params = trial_params(self.spec, config)
+    def _log_params(self, run_id: str, params: dict[str, str]) -> None:
         self.client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
 
-    def _reopen(self, trial) -> None:
+    def _reopen(self, run_id: str, config: dict) -> None:
         """A trial of an earlier, killed driver restarts: its run is RUNNING again, with params.
 
         The run may have ended before the kill (Tune's saved state can predate a trial's end),
         and a driver killed between creating a run and logging its params left it without them.
         """
-        self.resumed.discard(trial.trial_id)
-        run_id = self.runs[trial.trial_id]
         if not self.client.get_run(run_id).data.params:
-            self._log_params(run_id, trial.config)
+            self._log_params(run_id, trial_params(self.spec, config))
         history = self.client.get_metric_history(run_id, REPORTED[0])
         self.logged_through[run_id] = max((m.step for m in history), default=0)
         self.client.update_run(run_id, status="RUNNING")
@@ -307,70 +340,69 @@ class MlflowTrialLogger(ray_tune.Callback):
         n = self.explorations[trial.trial_id] = self.explorations.get(trial.trial_id, 0) + 1
         epoch = int((trial.last_result or {}).get("epoch", 0))
         changed = {k: v for k, v in new.items() if old.get(k) != v}
-        self.client.set_tag(
-            self.runs[trial.trial_id],
-            f"pbt.explore.{n}",
-            json.dumps({"from_epoch": epoch, **changed}),
-        )
+        tag = (f"pbt.explore.{n}", json.dumps({"from_epoch": epoch, **changed}))
+        self._write(trial.trial_id, lambda run_id: self.client.set_tag(run_id, *tag))
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        run_id = self.runs.get(trial.trial_id)
-        if run_id is None:
+        if trial.trial_id not in self.trials:
             return
         self._record_new_config(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        if step > self.logged_through.get(run_id, 0):  # else trained again after a restart
-            self.logged_through[run_id] = step
-            self._log_epoch(run_id, step, result)
+        self._log_epoch(trial.trial_id, step, result)
         if result.get(DIVERGED):
             self.diverged[trial.trial_id] = str(result.get(DIVERGED_REASON) or "diverged")
         # A result marked done reaches callbacks only when the scheduler (not the trial) ended it.
         if result.get("done") and step < self.spec.max_epochs and not result.get(DIVERGED):
             self.stopped.add(trial.trial_id)
 
-    def _log_epoch(self, run_id: str, step: int, result: dict) -> None:
-        now = int(time.time() * 1000)
+    def _log_epoch(self, trial_id: str, step: int, result: dict) -> None:
+        now = int(time.time() * 1000)  # when the epoch was reported, not when MLflow got it
         skip = set(str(result.get(NON_FINITE) or "").split(","))  # imputed for the scheduler
         metrics = [
             Metric(k, float(result[k]), now, step)
             for k in REPORTED
             if k in result and k not in skip
         ]
-        self.buffered.setdefault(run_id, []).extend(metrics)
-        last = self.flushed_at.get(run_id)
+        self.buffered.setdefault(trial_id, []).extend(metrics)
+        last = self.flushed_at.get(trial_id)
         if last is None or time.monotonic() - last >= FLUSH_EVERY_S:
-            self._flush(run_id)  # the first epoch at once, then at most every FLUSH_EVERY_S
+            self._flush(trial_id)  # the first epoch at once, then at most every FLUSH_EVERY_S
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         """Buffers of trials that stopped reporting for a while (paused, slow) go out too."""
         now = time.monotonic()
-        for run_id in [r for r in self.buffered if now - self.flushed_at[r] >= FLUSH_EVERY_S]:
-            self._flush(run_id)
+        for trial_id in [t for t in self.buffered if now - self.flushed_at[t] >= FLUSH_EVERY_S]:
+            self._flush(trial_id)
 
-    def _flush(self, run_id: str) -> None:
-        metrics = self.buffered.pop(run_id, [])
-        self.flushed_at[run_id] = time.monotonic()
-        for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-            chunk = metrics[i : i + MAX_METRICS_PER_BATCH]
-            op = self.client.log_batch(run_id, metrics=chunk, synchronous=False)
-            self.pending.setdefault(run_id, []).append(op)
+    def _flush(self, trial_id: str) -> None:
+        metrics = self.buffered.pop(trial_id, [])
+        self.flushed_at[trial_id] = time.monotonic()
+        if metrics:
+            self._write(trial_id, lambda run_id: self._send_metrics(run_id, metrics))
+
+    def _send_metrics(self, run_id: str, metrics: list[Metric]) -> None:
+        """Epochs past the last one logged to the run; epochs trained again are left out."""
+        through = self.logged_through.get(run_id, 0)
+        new = [m for m in metrics if m.step > through]
+        for i in range(0, len(new), MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=new[i : i + MAX_METRICS_PER_BATCH])
+        self.logged_through[run_id] = max([through, *(m.step for m in new)])
 
     def _finish(self, trial_id: str, status: str, tags: dict[str, str]) -> None:
-        run_id = self.runs.get(trial_id)
-        if run_id is None:
+        if trial_id not in self.trials:
             return
-        self._flush(run_id)
-        for op in self.pending.pop(run_id, []):
-            if op is not None:
-                op.wait()
+        self._flush(trial_id)
         if tags:
-            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        # Not `set_terminated`: in MLflow 3.17 it shuts down the store's whole async-logging queue
-        # and waits ~1 s for its thread, freezing the Tune driver at every trial's end. This run's
-        # pending writes were awaited above, so ending it directly on the store is safe.
+            batch = [RunTag(k, v) for k, v in tags.items()]
+            self._write(trial_id, lambda run_id: self.client.log_batch(run_id, tags=batch))
         end = int(time.time() * 1000)
-        self.client._tracking_client.store.update_run_info(
-            run_id, RunStatus.from_string(status), end, None
+        # Not `set_terminated`: in MLflow 3.17 it shuts down the store's whole async-logging
+        # queue and waits ~1 s for its thread; ending the run on the store is all it needs.
+        self._write(
+            trial_id,
+            lambda run_id: self.client._tracking_client.store.update_run_info(
+                run_id, RunStatus.from_string(status), end, None
+            ),
         )
 
     def _end(self, trial_id: str, end: str, reason: str = "", **tags: str) -> None:
@@ -396,17 +428,50 @@ class MlflowTrialLogger(ray_tune.Callback):
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         """A failed attempt that Tune retries (e.g. its Ray node died): recorded on the run."""
-        run_id = self.runs.get(trial.trial_id)
-        if run_id is not None:
+        if trial.trial_id in self.trials:
             n = trial.run_metadata.num_failures
-            self.client.set_tag(run_id, "rnntune.retries", str(n))
-            self.client.set_tag(run_id, f"rnntune.retry.{n}", trial_error(trial))
+            tags = [
+                RunTag("rnntune.retries", str(n)),
+                RunTag(f"rnntune.retry.{n}", trial_error(trial)),
+            ]
+            self._write(trial.trial_id, lambda run_id: self.client.log_batch(run_id, tags=tags))
 
-    def close_unfinished(self, stopped_by: str = "job") -> None:
-        """Runs of trials that never ended (job stopped or out of time) end as KILLED."""
-        for trial_id, run_id in self.runs.items():
+    def close_unfinished(self, stopped_by: str = "job", timeout: float | None = None) -> bool:
+        """Runs of trials that never ended (job stopped or out of time) end as KILLED; then every
+        write is delivered. False if that took longer than `timeout` (MLflow still down)."""
+        if not self.drain(timeout):
+            return False
+        for trial_id, run_id in list(self.runs.items()):
             if trial_id not in self.ends and self.client.get_run(run_id).info.status == "RUNNING":
                 self._end(trial_id, O.INTERRUPTED, stopped_by=stopped_by)
+        return self.drain(timeout)
+
+
+class _RunCreation:
+    """Queued write: a trial's child run. Sent again after an outage, it first looks for the
+    run the lost answer may have created, so a retry never makes a second one."""
+
+    def __init__(self, logger: MlflowTrialLogger, trial_id: str) -> None:
+        self.logger, self.trial_id, self.tried = logger, trial_id, False
+
+    def __call__(self) -> None:
+        lg = self.logger
+        if self.tried:
+            found = lg.client.search_runs(
+                [lg.tracking.experiment_id],
+                filter_string=f"tags.`{PARENT_TAG}` = '{lg.parent_id}' "
+                f"and tags.`{TRIAL_TAG}` = '{self.trial_id}'",
+            )
+            if found:
+                lg.runs[self.trial_id] = found[0].info.run_id
+                return
+        self.tried = True
+        run = lg.client.create_run(
+            lg.tracking.experiment_id,
+            run_name=f"{lg.job_id}-{self.trial_id}",
+            tags={PARENT_TAG: lg.parent_id, JOB_TAG: lg.job_id, TRIAL_TAG: self.trial_id},
+        )
+        lg.runs[self.trial_id] = run.info.run_id
 
 
 __all__ = ["MlflowTrialLogger", "RunStatus", "Tracking", "setup_tracking", "open_parent_run"]
