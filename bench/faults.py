@@ -18,7 +18,7 @@ Faults:
     driver_killed       the driver's process group SIGKILLed after a trial finished, then resumed
     cancelled           SIGTERM to the driver mid-search (what `rnntune cancel` sends)
     storage_read_only   the storage filesystem (a tmpfs) remounted read-only mid-search [root]
-    disk_full           storage and the embedded MLflow store on a 24 MiB tmpfs [root]
+    disk_full           storage and the embedded MLflow store on a 12 MiB tmpfs [root]
 
     .venv/bin/python bench/faults.py                      # ~6 min on 2 cores
     .venv/bin/python bench/faults.py --only mlflow_outage --outage-s 60
@@ -117,11 +117,12 @@ class Bench:
             start_new_session=True,
         )
 
-    def runs(self, job_id: str):
-        exp = self.client.get_experiment_by_name("faults")
+    def runs(self, job_id: str, client: MlflowClient | None = None):
+        client = client or self.client
+        exp = client.get_experiment_by_name("faults")
         if exp is None:
             return []
-        return self.client.search_runs(
+        return client.search_runs(
             [exp.experiment_id], f"tags.`{O.JOB_TAG}` = '{job_id}'", max_results=1000
         )
 
@@ -134,9 +135,20 @@ class Bench:
             time.sleep(0.5)
         raise TimeoutError(f"{job_id}: no epoch reached MLflow within {timeout:.0f} s")
 
-    def measure(self, row: Row, job_id: str, store: Path) -> None:
+    def inject(self, row: Row, job_id: str, spec: Path, store: Path, fault, trials: int = 2) -> Row:
+        """Start the job, let `trials` trials log an epoch, `fault(proc)`, wait, measure.
+        `fault` returns the process whose exit code counts (a resumed driver), or None."""
+        proc = self.start(job_id, spec)
+        self.wait_for_epochs(proc, job_id, trials=trials)
+        proc = fault(proc) or proc
+        row.exit_code = proc.wait(900)
+        self.measure(row, job_id, store)
+        return row
+
+    def measure(self, row: Row, job_id: str, store: Path, client=None) -> None:
         """Outcome, lost and duplicate metric points, open runs, versions: from MLflow and Tune."""
-        runs = self.runs(job_id)
+        client = client or self.client
+        runs = self.runs(job_id, client)
         parents = [r for r in runs if O.PARENT_TAG not in r.data.tags]
         kids = {r.data.tags.get(O.TRIAL_TAG): r for r in runs if O.PARENT_TAG in r.data.tags}
         row.runs_left_open = sum(r.info.status == "RUNNING" for r in runs)
@@ -150,14 +162,12 @@ class Bench:
             seen: dict[str, list[int]] = {}
             if run is not None:
                 for key in REPORTED:
-                    seen[key] = [
-                        m.step for m in self.client.get_metric_history(run.info.run_id, key)
-                    ]
+                    seen[key] = [m.step for m in client.get_metric_history(run.info.run_id, key)]
             logged = {s for steps in seen.values() for s in steps}
             lost += len(expected - logged)
             dupes += sum(len(steps) - len(set(steps)) for steps in seen.values())
         row.metrics_lost, row.duplicate_steps = lost, dupes
-        versions = self.client.search_model_versions(f"tags.job_id = '{job_id}'")
+        versions = client.search_model_versions(f"tags.job_id = '{job_id}'")
         row.versions = len(versions)
 
 
@@ -238,70 +248,58 @@ def mlflow_outage(b: Bench) -> Row:
     store = b.work / "s_outage"
     epochs = int(b.outage_s * 2.5) + 20  # still training when MLflow returns
     spec = b.spec("outage", store, budget={"max_epochs": epochs})
-    proc = b.start("outage", spec)
-    b.wait_for_epochs(proc, "outage", trials=2)
-    stop(b.server)
-    down = time.monotonic()
-    time.sleep(b.outage_s)
-    b.server = b.start_mlflow()
-    row.notes.append(f"MLflow down {time.monotonic() - down:.0f} s (stop to answering again)")
-    row.exit_code = proc.wait(900)
-    b.measure(row, "outage", store)
-    return row
+
+    def outage(proc) -> None:
+        stop(b.server)
+        down = time.monotonic()
+        time.sleep(b.outage_s)
+        b.server = b.start_mlflow()
+        row.notes.append(f"MLflow down {time.monotonic() - down:.0f} s (stop to answering again)")
+
+    return b.inject(row, "outage", spec, store, outage)
 
 
 def driver_killed(b: Bench) -> Row:
     row = Row("driver_killed", f"{O.SUCCEEDED} after resume, exit 0, 1 version")
     store = b.work / "s_killed"
-    spec = b.spec(
-        "killed",
-        store,
-        search_space={"hidden_size": {"grid": [8, 12, 16, 20]}},
-        search={"num_samples": 1, "max_concurrent": 2},
-        registry={"model_name": "faults-killed"},
-    )
-    proc = b.start("killed", spec)
-    b.wait_for_epochs(proc, "killed", trials=1)
-    time.sleep(3)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    row.notes.append("killed mid-search; resumed with `rnntune resume`")
-    resumed = b.start("killed", spec, "resume", "killed", "--storage", str(store))
-    row.exit_code = resumed.wait(900)
-    b.measure(row, "killed", store)
-    return row
+    grid = {"hidden_size": {"grid": [8, 12, 16, 20]}}
+    spec = b.spec("killed", store, search_space=grid, registry={"model_name": "faults-killed"})
+
+    def kill_and_resume(proc):
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        row.notes.append("killed mid-search; resumed with `rnntune resume`")
+        return b.start("killed", spec, "resume", "killed", "--storage", str(store))
+
+    return b.inject(row, "killed", spec, store, kill_and_resume, trials=1)
 
 
 def cancelled(b: Bench) -> Row:
     row = Row("cancelled", f"{O.STOPPED}, exit 130, no run left RUNNING")
     store = b.work / "s_cancel"
     spec = b.spec("cancel", store, budget={"max_epochs": 400})
-    proc = b.start("cancel", spec)
-    b.wait_for_epochs(proc, "cancel", trials=2)
-    os.kill(proc.pid, signal.SIGTERM)
-    row.exit_code = proc.wait(300)
-    b.measure(row, "cancel", store)
-    return row
+    return b.inject(row, "cancel", spec, store, lambda proc: os.kill(proc.pid, signal.SIGTERM))
 
 
 def storage_read_only(b: Bench) -> Row:
     row = Row("storage_read_only", f"{O.FAILED} or {O.PARTIAL}, trials ERROR with OSError")
-    with tmpfs(b.work / "ro", 256) as store:
-        spec = b.spec("readonly", store, budget={"max_epochs": 200})
-        proc = b.start("readonly", spec)
-        b.wait_for_epochs(proc, "readonly", trials=2)
+
+    def remount_read_only(proc) -> None:
         for _ in range(50):  # EBUSY while a file is open for writing: try again
             if subprocess.run(["mount", "-o", "remount,ro", str(store)]).returncode == 0:
-                break
+                return
             time.sleep(0.1)
-        row.exit_code = proc.wait(600)
-        b.measure(row, "readonly", store)
-    return row
+        row.notes.append("could not remount read-only (busy)")
+
+    with tmpfs(b.work / "ro", 256) as store:
+        spec = b.spec("readonly", store, budget={"max_epochs": 200})
+        return b.inject(row, "readonly", spec, store, remount_read_only)
 
 
 def disk_full(b: Bench) -> Row:
     row = Row("disk_full", f"{O.FAILED}, the first cause ENOSPC, no run left RUNNING")
-    with tmpfs(b.work / "full", 24) as store:
+    with tmpfs(b.work / "full", 12) as store:
         spec = b.spec(
             "full",
             store,
@@ -310,16 +308,7 @@ def disk_full(b: Bench) -> Row:
             storage={"url": str(store), "keep_checkpoints": 400},
         )
         row.exit_code = b.start("full", spec).wait(900)
-        db = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
-        with contextlib.suppress(Exception):
-            runs = db.search_runs(
-                [e.experiment_id for e in db.search_experiments()], max_results=100
-            )
-            row.runs_left_open = sum(r.info.status == "RUNNING" for r in runs)
-            parents = [r for r in runs if O.PARENT_TAG not in r.data.tags]
-            if parents:
-                row.observed = parents[0].data.tags.get(O.OUTCOME_TAG, parents[0].info.status)
-                row.cause = parents[0].data.tags.get(O.CAUSE_TAG, "")[:160]
+        b.measure(row, "full", store, MlflowClient(f"sqlite:///{store / 'mlflow.db'}"))
         row.notes.append("metrics read from the embedded store on the full disk")
     return row
 
@@ -358,12 +347,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--outage-s", type=float, default=60.0, help="MLflow outage length")
     p.add_argument("--out", type=Path, default=RESULTS / "faults.json")
     p.add_argument("--smoke-test", action="store_true", help="a 15 s outage")
+    p.add_argument("--keep", type=Path, help="work here and keep the jobs' logs and stores")
     args = p.parse_args(argv)
     if args.smoke_test:
         args.outage_s = min(args.outage_s, 15.0)
     os.environ.update(RAY_LOCAL_ENV)
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="rnntune-faults-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            args.keep.mkdir(parents=True)
+            tmp = str(args.keep)
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="rnntune-faults-"))
         b = Bench(Path(tmp), args.outage_s)
         mount = can_mount(Path(tmp))
         try:

@@ -321,10 +321,14 @@ def guarded(fn: Callable[..., int], *args) -> int:
     """Run a command; bad input becomes a message and exit code 2, never a traceback."""
     from lightning_modules.config import SpecError
     from service.client import ServiceError
+    from tune.outcome import EXIT_CODE, FAILED, JobFailed
     from tune.policy import PolicyViolation
 
     try:
         return fn(*args)
+    except JobFailed as e:  # the outcome line is out already
+        print(f"rnntune: {e}", file=sys.stderr)
+        return EXIT_CODE[FAILED]
     except SpecError as e:
         print(f"rnntune: invalid spec:\n{e}", file=sys.stderr)
         return 2
@@ -338,6 +342,9 @@ def guarded(fn: Callable[..., int], *args) -> int:
     except KeyboardInterrupt:
         print("rnntune: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the machine, not the input: a full disk, read-only storage
+        print(f"rnntune: {e}", file=sys.stderr)
+        return 1
     except Exception as e:  # noqa: BLE001 - e.g. MLflow/Ray errors: one line, not a traceback
         if type(e).__name__ in ("MlflowException", "RestException"):
             print(f"rnntune: {e}", file=sys.stderr)

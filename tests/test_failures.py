@@ -208,50 +208,61 @@ def test_a_killed_embedded_driver_leaves_no_ray_process_behind(tmp_path, ray_env
             proc.kill()
 
 
-OUTAGE_S = 20  # longer than the MLflow client's own retries (3, ~14 s): the writer's hold
+def _two_digit_trials(tmp_path, mlflow_url: str, name: str, epochs: int, **sections) -> dict:
+    """Two GRU trials on digits under FIFO, long enough to break something under them."""
+    return _job(
+        tmp_path,
+        mlflow_url,
+        name,
+        data={"name": "digits"},
+        model={"cell_type": "gru", "hidden_size": 12},
+        search_space={"lr": {"grid": [0.01, 0.003]}},
+        scheduler={"name": "fifo"},
+        budget={"max_epochs": epochs},
+        **sections,
+    )
+
+
+def _wait_until_both_logged(client: MlflowClient, job_id: str, proc) -> None:
+    deadline = time.monotonic() + 180
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, "no epoch logged"
+        exp = client.get_experiment_by_name("failure-tests")
+        runs = (
+            client.search_runs([exp.experiment_id], f"tags.`{JOB_TAG}` = '{job_id}'") if exp else []
+        )
+        kids = [r for r in runs if PARENT_TAG in r.data.tags and "val_acc" in r.data.metrics]
+        if len(kids) == 2:
+            return
+        time.sleep(0.5)
+
+
+OUTAGE_S = 10  # the client's own retries are off below: every second of it is the writer's
 
 
 def test_a_search_rides_out_an_mlflow_outage_and_delivers_every_epoch_in_order(tmp_path, ray_env):
-    """MLflow stopped under a running search for 20 s, then started again on the same store:
-    the trials keep training meanwhile, and every epoch reaches MLflow once, in order."""
+    """MLflow stopped under a running search for 10 s (and the time to start again), then
+    started on the same store: the trials keep training meanwhile, and every epoch reaches
+    MLflow once, in order. (`bench/faults.py` does the same with 60 s and default retries.)"""
     root, port = tmp_path / "mlflow", free_port()
     root.mkdir()
     server = start_mlflow_server(root, port)
     url = server.url
-    epochs = 60
-    raw = _job(
-        tmp_path,
-        url,
-        "outage",
-        data={"name": "digits"},
-        model={"cell_type": "gru", "hidden_size": 16},
-        search_space={"hidden_size": {"grid": [12, 16]}},
-        scheduler={"name": "fifo"},
-        budget={"max_epochs": epochs},
-        registry={"enabled": False},
-    )
+    epochs = 50
+    raw = _two_digit_trials(tmp_path, url, "outage", epochs, registry={"enabled": False})
     spec = tmp_path / "outage.yaml"
     spec.write_text(yaml.safe_dump(raw))
     out, err = open(tmp_path / "out.log", "w"), open(tmp_path / "err.log", "w")
     rnntune = str(Path(sys.executable).parent / "rnntune")
     proc = subprocess.Popen(
-        [rnntune, "run", str(spec), "--job-id", "outage"], stdout=out, stderr=err
+        [rnntune, "run", str(spec), "--job-id", "outage"],
+        stdout=out,
+        stderr=err,
+        env={**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"},
     )
     client = MlflowClient(url)
     try:
-        deadline = time.monotonic() + 180
-        while True:  # until both trials have logged an epoch
-            assert proc.poll() is None and time.monotonic() < deadline, "no epoch logged"
-            exp = client.get_experiment_by_name("failure-tests")
-            children = (
-                client.search_runs([exp.experiment_id], "tags.`rnntune.job_id` = 'outage'")
-                if exp
-                else []
-            )
-            children = [r for r in children if PARENT_TAG in r.data.tags]
-            if len(children) == 2 and all("val_acc" in r.data.metrics for r in children):
-                break
-            time.sleep(0.5)
+        _wait_until_both_logged(client, "outage", proc)
         stop(server)
         down = time.time() * 1000
         time.sleep(OUTAGE_S)
@@ -281,3 +292,89 @@ def test_a_search_rides_out_an_mlflow_outage_and_delivers_every_epoch_in_order(t
         assert "writes were lost" not in (tmp_path / "out.log").read_text()
     finally:
         stop(server)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of 12 MiB of its own (root only: skipped where `mount` is refused)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _start(tmp_path, raw: dict, job_id: str) -> subprocess.Popen:
+    spec = tmp_path / f"{job_id}.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    rnntune = str(Path(sys.executable).parent / "rnntune")
+    out = open(tmp_path / f"{job_id}.log", "w")
+    return subprocess.Popen(
+        [rnntune, "run", str(spec), "--job-id", job_id], stdout=out, stderr=subprocess.STDOUT
+    )
+
+
+def test_storage_turned_read_only_mid_search_fails_the_job_and_registers_nothing(
+    mlflow_server, small_disk, tmp_path, ray_env
+):
+    """Case 1 of issue 11: both trials ERROR on the read-only storage after some epochs; the
+    job is failed (exit 1) with that cause, not a success with a model from a cut-short trial."""
+    raw = _two_digit_trials(
+        tmp_path, mlflow_server, "read-only", 300, storage={"url": str(small_disk)}
+    )
+    proc = _start(tmp_path, raw, "readonly")
+    client = MlflowClient(mlflow_server)
+    _wait_until_both_logged(client, "readonly", proc)  # each has checkpointed an epoch too
+    for _ in range(100):  # EBUSY while a checkpoint is being written: again
+        if subprocess.run(["mount", "-o", "remount,ro", str(small_disk)]).returncode == 0:
+            break
+        time.sleep(0.05)
+    code = proc.wait(timeout=300)
+    log = (tmp_path / "readonly.log").read_text()
+    assert code == 1, log[-3000:]
+    last = log.strip().splitlines()[-1]
+    assert last.startswith("outcome: failed (2 trials: 2 error); first cause: OSError:"), last
+    assert "Read-only file system" in last
+    parent, children = _job_runs(client, "readonly")
+    assert parent.info.status == "FAILED" and "Read-only" in parent.data.tags[O.CAUSE_TAG]
+    for run in children:
+        assert run.info.status == "FAILED" and run.data.tags[O.TRIAL_END_TAG] == O.ERROR
+        assert run.data.tags["failure_reason"].startswith("OSError: "), run.data.tags
+    assert client.search_model_versions("name = 'read-only'") == []  # nothing registered
+
+
+def test_a_full_disk_fails_the_job_with_that_cause_and_closes_every_run(
+    small_disk, tmp_path, ray_env
+):
+    """Case 2 of issue 11: checkpoints and the embedded MLflow store share a 12 MiB disk that
+    fills mid-search. The job is failed (exit 1), first cause ENOSPC, and no run is left
+    RUNNING: the store's reserve is released to record the end."""
+    raw = _two_digit_trials(
+        tmp_path,
+        "unused",
+        "full-disk",
+        1000,
+        storage={"url": str(small_disk), "keep_checkpoints": 1000},
+        tracking={"experiment": "failure-tests"},  # the embedded store, on the same disk
+    )
+    code = _start(tmp_path, raw, "full").wait(timeout=600)
+    log = (tmp_path / "full.log").read_text()
+    assert code == 1, log[-3000:]
+    # Tune may fail after the trials, reading back a file the full disk truncated: the trials'
+    # error is still the job's cause, Tune's follows on stderr
+    last = next(line for line in log.splitlines() if line.startswith("outcome: "))
+    assert last.startswith("outcome: failed (2 trials: 2 error); first cause: OSError:"), last
+    assert "No space left on device" in last and "Traceback" not in log.split(last)[1]
+    assert "released the store's 4 MB reserve" in log
+    client = MlflowClient(f"sqlite:///{small_disk / 'mlflow.db'}")
+    parent, children = _job_runs(client, "full")
+    assert parent.info.status == "FAILED" and parent.data.tags[O.OUTCOME_TAG] == O.FAILED
+    assert "No space left" in parent.data.tags[O.CAUSE_TAG]
+    assert [r.info.status for r in children] == ["FAILED", "FAILED"]
+    assert all("No space left" in r.data.tags["failure_reason"] for r in children)

@@ -6,19 +6,20 @@ The only command the job service ever submits to Ray; it connects to `RAY_ADDRES
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
     from service.cli import add_job_commands, cmd_resume, cmd_run, guarded
+    from tune.cluster import exit_on_sigterm
 
     parser = argparse.ArgumentParser(prog="python -m tune")
     add_job_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     # Ray's stop_job sends SIGTERM (then SIGKILL after a few seconds): exit through Python so
-    # the driver closes the job's MLflow runs as KILLED instead of leaving them RUNNING.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    # the driver closes the job's MLflow runs as KILLED instead of leaving them RUNNING. Set
+    # again once Ray has started (`ensure_ray`), which replaces it.
+    exit_on_sigterm()
 
     if args.command == "run":
         return guarded(cmd_run, args.spec, args.job_id)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import ray
 from ray._private import ray_constants
+
+from tune import outcome as O
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray uses 127.0.0.1, not the host's IP
 
@@ -31,6 +35,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         return
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+        exit_on_sigterm()
         return
     keep_ray_on_loopback()
     ray.init(
@@ -39,7 +44,26 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         include_dashboard=False,
         log_to_driver=False,
     )
+    exit_on_sigterm()
     start_watchdog()
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM (`rnntune cancel` through Ray's stop_job, `kill`, a container stop) exits through
+    Python with the `stopped` exit code, so the driver closes the job's runs as stopped.
+
+    Installed again once Ray has started: `ray.init` puts abseil's failure handler in front,
+    which arms a 3 s SIGALRM abort on SIGTERM, so a stop that takes longer to close its runs
+    died with SIGABRT (exit -6). Only the main thread can set handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum, frame) -> None:
+        signal.alarm(0)  # an abort abseil may have armed already
+        sys.exit(O.EXIT_CODE[O.STOPPED])
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def start_watchdog() -> None:

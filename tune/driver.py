@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ from tune.trainable import (
     run_ddp_trial,
     run_trial,
 )
+from tune.writer import disk_full
 
 SPEC_FILE = "job_spec.json"
 logger = logging.getLogger(__name__)
@@ -259,10 +261,14 @@ def run_job(spec: JobSpec, job_id: str | None = None, resume: bool = False) -> J
         tracking, spec, job_id, parent, existing_trial_runs(client, tracking, parent), dataset
     )
     ensure_ray()
+    searching = True
     try:
         results = _tuner(spec, job_id, storage, callback, resume).fit()
+        searching = False
         callback.close_unfinished()  # waits for MLflow if it is down: every write delivered
-        lost = callback.writer.lost
+        if resume and (n := callback.backfill(results)):  # what the killed driver never sent
+            print(f"rnntune: logged {n} metric points the interrupted driver had not sent")
+        lost = callback.writer.lost + len(callback.writer.parked)
         return _finish(spec, job_id, tracking, client, parent, results, callback.ends, lost)
     except BaseException as e:  # stopped (SIGTERM from `rnntune cancel`, Ctrl-C) or crashed,
         # in the search or after it (testing, registering): the runs end with the cause
@@ -272,10 +278,33 @@ def run_job(spec: JobSpec, job_id: str | None = None, resume: bool = False) -> J
                 stopped_by="job stopped" if stopped else "job failed", timeout=STOP_DRAIN_S
             )
         finally:
-            cause = "" if stopped else O.exception_line(f"{type(e).__name__}: {e}")
+            error = O.exception_line(f"{type(e).__name__}: {e}")
+            # Tune itself broke after trials had failed (it cannot read back what a full disk
+            # truncated): the trials' failure is the first cause, Tune's error a consequence
+            consequence = searching and not stopped and O.first_failure(callback.ends)
+            cause = "" if stopped else ("" if consequence else error)
             end = O.decide(callback.ends, usable=False, stopped=stopped, cause=cause)
-            close_parent(client, parent, end)
+            _close_parent_anyway(client, parent, end, tracking)
+            print(end.line(), flush=True)
+        if consequence:
+            raise O.JobFailed(f"then the search itself failed: {error}") from e
         raise
+
+
+def _close_parent_anyway(client: MlflowClient, parent: str, end: O.Outcome, tracking) -> None:
+    """`close_parent` on the way out of a failed job: a full disk releases the embedded store's
+    reserve and tries again; any other error is printed, since the error the job is failing
+    with, not this one, is its cause."""
+    for attempt in (1, 2):
+        try:
+            close_parent(client, parent, end)
+            return
+        except Exception as closing:  # noqa: BLE001
+            if attempt == 1 and disk_full(closing) and tracking.release_reserve():
+                continue
+            why = O.exception_line(f"{type(closing).__name__}: {closing}")
+            print(f"rnntune: the parent run could not be closed: {why}", file=sys.stderr)
+            return
 
 
 def close_parent(client: MlflowClient, parent: str, end: O.Outcome) -> None:
@@ -301,6 +330,16 @@ def _ends(results, ends: dict[str, O.TrialEnd]) -> dict[str, O.TrialEnd]:
     return out
 
 
+def _end_of(result, ends: dict[str, O.TrialEnd]) -> str | None:
+    """How the trial behind a Tune result ended (keys: trial ids, or folder names)."""
+    trial_id = str((result.metrics or {}).get("trial_id", ""))
+    folder = Path(result.path).name if result.path else ""
+    for key, end in ends.items():
+        if key == trial_id or (folder and key in folder) or (trial_id and trial_id in key):
+            return end.end
+    return None
+
+
 def _finish(
     spec: JobSpec,
     job_id: str,
@@ -321,7 +360,10 @@ def _finish(
             report.comparison_figure(rows, metric, mode, Path(tmp) / "comparison.png")
             client.log_artifact(parent, str(Path(tmp) / "comparison.png"))
             client.log_text(parent, table, "cell_types.md")
-        best, ckpt, missing = _best_checkpoint(results, metric, mode, Path(tmp) / "best")
+        # A trial that raised (its storage full or read-only, a bug) is not a model to ship,
+        # whatever it measured before: only trials that ended well are candidates.
+        healthy = [r for r in results if _end_of(r, ends) not in O.FAILED_ENDS]
+        best, ckpt, missing = _best_checkpoint(healthy, metric, mode, Path(tmp) / "best")
         if missing:  # a better trial is not the one registered (or none is): say why
             client.set_tag(parent, MISSING_CHECKPOINT_TAG, "; ".join(missing)[:5000])
         if best is not None:

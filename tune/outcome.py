@@ -82,6 +82,15 @@ class Outcome:
         return f"{text}; first cause: {self.cause}" if self.cause else text
 
 
+class JobFailed(RuntimeError):
+    """The job failed and has said so (outcome line, parent run); the message is what else
+    went wrong on the way out, for stderr."""
+
+
+def first_failure(ends: dict[str, TrialEnd]) -> str:
+    return next((t.reason for t in ends.values() if t.end in FAILED_ENDS), "")
+
+
 def decide(ends: dict[str, TrialEnd], usable: bool, stopped: bool, cause: str = "") -> Outcome:
     """The job's outcome from its trials' ends, whether a usable best trial exists, and whether
     the job was stopped. `cause` overrides the first failed trial's reason (a job-level error)."""
@@ -89,7 +98,7 @@ def decide(ends: dict[str, TrialEnd], usable: bool, stopped: bool, cause: str = 
     for t in ends.values():
         counts[t.end] = counts.get(t.end, 0) + 1
     counts = {e: n for e, n in counts.items() if n}
-    first = cause or next((t.reason for t in ends.values() if t.end in FAILED_ENDS), "")
+    first = cause or first_failure(ends)
     if stopped:
         kind = STOPPED
     elif not usable:

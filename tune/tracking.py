@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +44,43 @@ class Tracking:
     uri: str
     experiment_id: str
     ui_command: str
+    reserve: str | None = None  # the embedded store's reserve file (see `hold_reserve`)
+
+    def release_reserve(self) -> bool:
+        """Frees the reserve (once) for the store's last writes on a full disk; False if gone."""
+        if self.reserve is None or not os.path.exists(self.reserve):
+            return False
+        os.unlink(self.reserve)
+        print(
+            f"rnntune: disk full; released the store's {RESERVE_BYTES >> 20} MB reserve to record the job's end",
+            file=sys.stderr,
+        )
+        return True
+
+
+RESERVE_BYTES = 4 << 20
+
+
+def hold_reserve(root: Path) -> str | None:
+    """A 4 MB file of real blocks next to the embedded store, on the disk that also takes the
+    checkpoints: when the checkpoints fill it, deleting this leaves the store room to close the
+    job's runs with their outcome. None if the disk has no room for it even now."""
+    path = root / "mlflow.db.reserve"
+    try:
+        if not path.exists() or path.stat().st_size < RESERVE_BYTES:
+            with open(path, "wb") as f:
+                f.write(b"\0" * RESERVE_BYTES)
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError:
+        path.unlink(missing_ok=True)
+        return None
+    return str(path)
 
 
 def setup_tracking(spec: JobSpec, local_root: Path | None) -> Tracking:
     """Resolve the tracking URI (embedded SQLite under local storage by default) and experiment."""
+    reserve = None
     if spec.tracking.uri:
         uri, artifacts = spec.tracking.uri, None
         ui = (
@@ -55,6 +91,7 @@ def setup_tracking(spec: JobSpec, local_root: Path | None) -> Tracking:
     else:
         root = (local_root or Path("runs")).resolve()
         root.mkdir(parents=True, exist_ok=True)
+        reserve = hold_reserve(root)
         uri = f"sqlite:///{root / 'mlflow.db'}"
         artifacts = (root / "mlartifacts").as_uri()
         ui = f"mlflow ui --backend-store-uri {uri} --default-artifact-root {artifacts} --port 5000"
@@ -66,7 +103,7 @@ def setup_tracking(spec: JobSpec, local_root: Path | None) -> Tracking:
     exp_id = (
         exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifacts)
     )
-    return Tracking(uri, exp_id, ui)
+    return Tracking(uri, exp_id, ui, reserve)
 
 
 def _commit_without_fsync(client: MlflowClient) -> None:
@@ -441,10 +478,39 @@ class MlflowTrialLogger(ray_tune.Callback):
         write is delivered. False if that took longer than `timeout` (MLflow still down)."""
         if not self.drain(timeout):
             return False
+        if self.writer.parked and self.tracking.release_reserve():
+            self.writer.replay()
+            if not self.drain(timeout):
+                return False
         for trial_id, run_id in list(self.runs.items()):
             if trial_id not in self.ends and self.client.get_run(run_id).info.status == "RUNNING":
                 self._end(trial_id, O.INTERRUPTED, stopped_by=stopped_by)
         return self.drain(timeout)
+
+    def backfill(self, results) -> int:
+        """Epochs Tune recorded that never reached MLflow (a killed driver's writes still
+        queued, or held through an outage it did not outlive), logged now from the trials'
+        stored results at their epochs and times. Returns the number of points."""
+        sent = 0
+        for r in results:
+            df, run_id = r.metrics_dataframe, self.runs.get(str(r.metrics.get("trial_id")))
+            if df is None or run_id is None or "epoch" not in df:
+                continue
+            missing = []
+            for key in [k for k in REPORTED if k in df]:
+                have = {m.step for m in self.client.get_metric_history(run_id, key)}
+                for _, row in df.iterrows():
+                    step, value = int(row["epoch"]), row[key]
+                    imputed = key in str(row.get(NON_FINITE) or "").split(",")
+                    if step in have or imputed or not math.isfinite(float(value)):
+                        continue
+                    have.add(step)
+                    when = int(float(row.get("timestamp", time.time())) * 1000)
+                    missing.append(Metric(key, float(value), when, step))
+            for i in range(0, len(missing), MAX_METRICS_PER_BATCH):
+                self.client.log_batch(run_id, metrics=missing[i : i + MAX_METRICS_PER_BATCH])
+            sent += len(missing)
+        return sent
 
 
 class _RunCreation:

@@ -26,12 +26,17 @@ GIVE_UP_AFTER_S = float(os.environ.get("RNNTUNE_TRACKING_OUTAGE_S", "3600"))
 _TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}
 
 
+def disk_full(e: BaseException) -> bool:
+    text = str(e)
+    return "disk is full" in text or "No space left" in text
+
+
 def transient(e: BaseException) -> bool:
     """Whether a failed MLflow write is worth sending again: the server or the network is down
     or overloaded, or the embedded SQLite store is locked. A full disk is not: it does not heal
     by waiting, and the job should end with that cause rather than wait for it."""
     text = str(e)
-    if "disk is full" in text or "No space left" in text:
+    if disk_full(e):
         return False
     if isinstance(e, MlflowException):
         status = e.get_http_status_code()
@@ -53,6 +58,9 @@ class OrderedWriter:
         self.give_up_after_s = give_up_after_s
         self.lost = 0  # writes dropped: refused by MLflow, or given up after a long outage
         self.errors: list[str] = []  # why, one line each (the first few)
+        # writes the store refused for a full disk, in order: `replay` sends them again once
+        # there is room (the embedded store's reserve released at the job's end)
+        self.parked: list[Callable[[], None]] = []
         self._queue: collections.deque[Callable[[], None]] = collections.deque()
         self._busy = False
         self._cv = threading.Condition()
@@ -107,6 +115,11 @@ class OrderedWriter:
             try:
                 write()
             except Exception as e:  # noqa: BLE001 - classified below; never kills the thread
+                if disk_full(e) and not self.parked:
+                    _say(f"MLflow's store is out of disk space; writes kept for the job's end: {e}")
+                if disk_full(e):
+                    self.parked.append(write)
+                    return
                 if not transient(e):
                     self._drop(f"MLflow refused a write: {type(e).__name__}: {e}"[:500])
                     return
@@ -127,6 +140,14 @@ class OrderedWriter:
                 _say(f"MLflow back after {time.monotonic() - down_since:.0f} s; held writes follow")
             return
 
+    def replay(self) -> int:
+        """The writes parked for a full disk, queued again in their order; how many. A write
+        that fails again for the disk is dropped and counted this time."""
+        parked, self.parked = self.parked, []
+        for write in parked:
+            self.submit(_LastTry(write, self))
+        return len(parked)
+
     def _drop(self, why: str) -> None:
         self.lost += 1
         if len(self.errors) < 5:
@@ -146,4 +167,19 @@ class OrderedWriter:
         )
 
 
-__all__ = ["GIVE_UP_AFTER_S", "OrderedWriter", "transient"]
+class _LastTry:
+    """A parked write sent once more: a full disk now drops it, and counts it lost."""
+
+    def __init__(self, write: Callable[[], None], writer: OrderedWriter) -> None:
+        self.write, self.writer = write, writer
+
+    def __call__(self) -> None:
+        try:
+            self.write()
+        except Exception as e:
+            if not disk_full(e):
+                raise
+            self.writer._drop(f"MLflow's store is still full: {type(e).__name__}: {e}"[:500])
+
+
+__all__ = ["GIVE_UP_AFTER_S", "OrderedWriter", "disk_full", "transient"]
