@@ -210,17 +210,14 @@ def test_a_killed_embedded_driver_leaves_no_ray_process_behind(tmp_path, ray_env
 
 def _two_digit_trials(tmp_path, mlflow_url: str, name: str, epochs: int, **sections) -> dict:
     """Two GRU trials on digits under FIFO, long enough to break something under them."""
-    return _job(
-        tmp_path,
-        mlflow_url,
-        name,
-        data={"name": "digits"},
-        model={"cell_type": "gru", "hidden_size": 12},
-        search_space={"lr": {"grid": [0.01, 0.003]}},
-        scheduler={"name": "fifo"},
-        budget={"max_epochs": epochs},
-        **sections,
-    )
+    defaults = {
+        "data": {"name": "digits"},
+        "model": {"cell_type": "gru", "hidden_size": 12},
+        "search_space": {"lr": {"grid": [0.01, 0.003]}},
+        "scheduler": {"name": "fifo"},
+        "budget": {"max_epochs": epochs},
+    }
+    return _job(tmp_path, mlflow_url, name, **{**defaults, **sections})
 
 
 def _wait_until_both_logged(client: MlflowClient, job_id: str, proc) -> None:
@@ -360,6 +357,7 @@ def test_a_full_disk_fails_the_job_with_that_cause_and_closes_every_run(
         "unused",
         "full-disk",
         1000,
+        model={"cell_type": "gru", "hidden_size": 96},  # ~0.4 MB checkpoints: full sooner
         storage={"url": str(small_disk), "keep_checkpoints": 1000},
         tracking={"experiment": "failure-tests"},  # the embedded store, on the same disk
     )
@@ -378,3 +376,23 @@ def test_a_full_disk_fails_the_job_with_that_cause_and_closes_every_run(
     assert "No space left" in parent.data.tags[O.CAUSE_TAG]
     assert [r.info.status for r in children] == ["FAILED", "FAILED"]
     assert all("No space left" in r.data.tags["failure_reason"] for r in children)
+
+
+def test_sigterm_stops_the_job_with_exit_130_and_closes_its_runs(mlflow_server, tmp_path, ray_env):
+    """What `kill`, a container stop or Ray's stop_job sends. Ray's own handler used to abort
+    the driver 3 s in (exit -6), and Ray turned ours into SystemExit(1)."""
+    raw = _two_digit_trials(tmp_path, mlflow_server, "sigterm", 400, registry={"enabled": False})
+    proc = _start(tmp_path, raw, "sigterm")
+    try:
+        _wait_until_both_logged(MlflowClient(mlflow_server), "sigterm", proc)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = (tmp_path / "sigterm.log").read_text()
+    assert code == 130, log[-3000:]
+    assert "outcome: stopped (2 trials: 2 interrupted)" in log
+    parent, children = _job_runs(MlflowClient(mlflow_server), "sigterm")
+    assert parent.info.status == "KILLED" and parent.data.tags[O.OUTCOME_TAG] == O.STOPPED
+    assert [r.info.status for r in children] == ["KILLED", "KILLED"]

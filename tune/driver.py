@@ -288,6 +288,8 @@ def run_job(spec: JobSpec, job_id: str | None = None, resume: bool = False) -> J
             print(end.line(), flush=True)
         if consequence:
             raise O.JobFailed(f"then the search itself failed: {error}") from e
+        if stopped:  # our SIGTERM handler's exit code does not survive Ray's C++ calls
+            raise SystemExit(O.EXIT_CODE[O.STOPPED]) from e  # (it re-raises SystemExit(1))
         raise
 
 
