@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test test-fast lint format bench clean
 
 setup: $(STAMP)
 
@@ -23,12 +23,21 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: setup
 	RAY_USAGE_STATS_ENABLED=0 $(BIN)/rnntune run examples/mnist1d.yaml
 
+# Everything: unit, integration (real MLflow, Ray, the service on loopback) and learning tests.
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The unit tier (< 2 minutes on 2 cores): no test marked slow.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# ruff; the dependency layers and forbidden imports (pyproject's [tool.importlinter]); dead
+# code (vulture; its settings and what frameworks call by name are in pyproject.toml).
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/vulture
 
 format: setup
 	$(BIN)/ruff check --fix .

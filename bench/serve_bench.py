@@ -91,7 +91,7 @@ def example_bodies(model_uri: str, tracking_uri: str, n: int = 64) -> tuple[list
 
     mlflow.set_tracking_uri(tracking_uri)
     model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-    t, f = model.data_info["seq_len"], model.data_info["input_size"]
+    t, f = model.data_info.seq_len, model.data_info.input_size
     rng = np.random.default_rng(0)
     seqs = rng.normal(size=(n, t, f)).astype(np.float32).round(4)
     inputs = [json.dumps({"inputs": [s.tolist()]}).encode() for s in seqs]

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch.nn.utils import clip_grad_norm_
 
 from lightning_modules.config import TrainSpec, load_train_spec
-from lightning_modules.data import SequenceData, build_data, build_datamodule
-from lightning_modules.data.base import TensorBatches
+from lightning_modules.data import build_data, build_datamodule
+from lightning_modules.data.base import SequenceData, TensorBatches
 from lightning_modules.models import SequenceModel, encoder_kwargs
 from lightning_modules.optim import build_optimizer
 from lightning_modules.training import TASK_MODULES, data_info

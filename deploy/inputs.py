@@ -42,6 +42,7 @@ class Prompts:
 
 
 LM_PARAM_TYPES = {"max_new_chars": int, "temperature": float, "top_k": int, "seed": int}
+LM_PARAMS = {"max_new_chars": 200, "temperature": 1.0, "top_k": 0, "seed": 0}  # the defaults
 
 
 def sequences(raw: Any, limits: Limits, field: str = "sequences") -> Sequences:
@@ -93,17 +94,21 @@ def sampling_params(params: Any, limits: Limits) -> dict[str, Any]:
     params = params or {}
     if not isinstance(params, dict):
         raise BadInput("params: expected an object")
-    out: dict[str, Any] = {"max_new_chars": 200, "temperature": 1.0, "top_k": 0, "seed": 0}
+    out: dict[str, Any] = dict(LM_PARAMS)
     for key, value in params.items():
         if key not in LM_PARAM_TYPES:
             raise BadInput(f"params.{key}: unknown field ({', '.join(LM_PARAM_TYPES)})")
         kind = LM_PARAM_TYPES[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise BadInput(f"params.{key}: expected a number")
+        try:  # an integer of hundreds of digits has no float: as out of range as Infinity
+            finite = math.isfinite(float(value))
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise BadInput(f"params.{key}: must be a finite number")
         if kind is int and float(value) != int(value):
             raise BadInput(f"params.{key}: expected an integer")
-        if not math.isfinite(value):
-            raise BadInput(f"params.{key}: must be finite")
         out[key] = kind(value)
     if not 0 <= out["max_new_chars"] <= limits.max_new_chars:
         raise BadInput(f"params.max_new_chars: between 0 and {limits.max_new_chars}")
@@ -111,6 +116,8 @@ def sampling_params(params: Any, limits: Limits) -> dict[str, Any]:
         raise BadInput("params.temperature: between 0 (greedy) and 10")
     if out["top_k"] < 0:
         raise BadInput("params.top_k: 0 (all) or more")
+    if not 0 <= out["seed"] < 2**63:
+        raise BadInput("params.seed: between 0 and 2**63 - 1")
     return out
 
 

@@ -15,15 +15,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from deploy.inputs import LM_PARAMS
 from lightning_modules.config import TrainSpec
-from lightning_modules.data.mnist import PERMUTATION_SEED
-from lightning_modules.data.text import Vocabulary
-from lightning_modules.language_model import generate
+from lightning_modules.data.pixels import pixel_order
+from lightning_modules.data_info import DataInfo
 from lightning_modules.models import build_network
-from lightning_modules.preprocessing import Preprocessing
+from lightning_modules.sampling import Vocabulary, generate
 
 MODEL_FILE = "model.pt"
-LM_PARAMS = {"max_new_chars": 200, "temperature": 1.0, "top_k": 0, "seed": 0}
 
 
 def output_columns(task: str, width: int) -> list[str]:
@@ -51,25 +50,26 @@ def label_names(idx: np.ndarray, classes: list | None) -> list:
     return [classes[int(i)] for i in idx] if classes else [int(i) for i in idx]
 
 
-def save_bundle(net: torch.nn.Module, spec: TrainSpec, data_info: dict, path: Path) -> Path:
+def save_bundle(net: torch.nn.Module, spec: TrainSpec, data_info: DataInfo, path: Path) -> Path:
     """Weights and everything needed to rebuild and feed the network, in one torch file."""
     torch.save(
         {
             "state_dict": net.state_dict(),
             "spec": spec.model_dump(mode="json"),
-            "data_info": data_info,
+            "data_info": data_info.dump(),
         },
         path,
     )
     return path
 
 
-def load_bundle(path: str | Path) -> tuple[torch.nn.Module, TrainSpec, dict]:
+def load_bundle(path: str | Path) -> tuple[torch.nn.Module, TrainSpec, DataInfo]:
     raw = torch.load(path, map_location="cpu", weights_only=True)  # tensors + plain data only
     spec = TrainSpec.model_validate(raw["spec"])
-    net = build_network(spec.model, spec.task, raw["data_info"], per_step=spec.data.name == "copy")
+    info = DataInfo.load(raw.get("data_info"), f"model bundle {path}")
+    net = build_network(spec.model, spec.task, info, per_step=spec.data.name == "copy")
     net.load_state_dict(raw["state_dict"])
-    return net.eval(), spec, raw["data_info"]
+    return net.eval(), spec, info
 
 
 class RecurrentModel(mlflow.pyfunc.PythonModel):
@@ -77,21 +77,17 @@ class RecurrentModel(mlflow.pyfunc.PythonModel):
         torch.set_num_threads(1)  # serving: one request stream per worker; scale out, not up
         self.attach(*load_bundle(context.artifacts["model"]))
 
-    def attach(self, net: torch.nn.Module, spec: TrainSpec, data_info: dict) -> RecurrentModel:
+    def attach(self, net: torch.nn.Module, spec: TrainSpec, data_info: DataInfo) -> RecurrentModel:
         """Serve an in-memory network (what `load_context` does with the logged bundle)."""
         self.net, self.spec, self.data_info = net.eval(), spec, data_info
         self.task = spec.task
         if self.task == "language_model":
-            self.vocab = Vocabulary(data_info["extras"]["vocabulary"][1:])
-        prep = data_info.get("extras", {}).get("preprocessing", {})
+            self.vocab = Vocabulary(data_info.vocabulary[1:])
         # User data: the training split's statistics, classes and target scaling.
-        self.prep = Preprocessing.from_dict(prep) if prep.get("kind") == "sequences" else None
+        self.prep = data_info.preprocessing
         self.classes = self.prep.classes if self.prep else None
-        self.permutation = (
-            np.random.default_rng(PERMUTATION_SEED).permutation(784)
-            if prep.get("permuted")
-            else None
-        )
+        image = data_info.image
+        self.permutation = pixel_order() if image and image.permuted else None
         return self
 
     def _sequences(self, model_input: Any) -> list[np.ndarray]:
@@ -101,7 +97,7 @@ class RecurrentModel(mlflow.pyfunc.PythonModel):
             model_input.values if isinstance(model_input, pd.DataFrame) else model_input,
             dtype=np.float32,
         )
-        t, f = self.data_info["seq_len"], self.data_info["input_size"]
+        t, f = self.data_info.seq_len, self.data_info.input_size
         if x.ndim == 2 and x.shape[1] == t * f:
             x = x.reshape(-1, t, f)
         if x.ndim != 3 or x.shape[2] != f:

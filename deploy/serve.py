@@ -77,9 +77,9 @@ def load(opts: ServeOptions, version: str | None = None) -> Loaded:
     model = pyfunc.unwrap_python_model()
     if pyfunc.metadata.signature is not None:
         signature = pyfunc.metadata.signature.to_dict()
-    seq_len = int(model.data_info.get("seq_len") or 0)
+    seq_len = model.data_info.seq_len
     limits = Limits(
-        input_size=int(model.data_info.get("input_size") or 0),
+        input_size=model.data_info.input_size,
         max_steps=opts.max_steps or max(4 * seq_len, 1),
     )
     info = {

@@ -18,6 +18,7 @@ from torch import nn
 from lightning_modules import metrics as M
 from lightning_modules.clipping import GradientClipper
 from lightning_modules.config import TrainSpec
+from lightning_modules.data_info import DataInfo
 from lightning_modules.models import build_network
 from lightning_modules.optim import build_optimizer, build_schedule
 
@@ -25,11 +26,11 @@ from lightning_modules.optim import build_optimizer, build_schedule
 class RecurrentTask(pl.LightningModule):
     """Base LightningModule around a plain network built from (spec, data_info)."""
 
-    def __init__(self, spec: dict[str, Any] | TrainSpec, data_info: dict[str, Any]) -> None:
+    def __init__(self, spec: dict[str, Any] | TrainSpec, data_info: DataInfo) -> None:
         super().__init__()
         # Plain dicts in the checkpoint so `load_from_checkpoint` needs no pickled classes.
         spec_dict = spec.model_dump() if isinstance(spec, TrainSpec) else spec
-        self.save_hyperparameters({"spec": spec_dict, "data_info": data_info})
+        self.save_hyperparameters({"spec": spec_dict, "data_info": data_info.dump()})
         self.spec = TrainSpec.model_validate(spec_dict)
         self.data_info = data_info
         self.net = self.build_net()

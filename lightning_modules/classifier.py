@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 from lightning_modules.base import RecurrentTask
@@ -27,8 +26,3 @@ class SequenceClassifier(RecurrentTask):
             f"{stage}_loss": sums["loss"] / sums["count"],
             f"{stage}_acc": sums["correct"] / sums["count"],
         }
-
-    @torch.no_grad()
-    def predict_proba(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        self.net.eval()
-        return self.net(x, lengths).softmax(-1)

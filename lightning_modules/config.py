@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -20,8 +20,12 @@ from pydantic import (
     model_validator,
 )
 
-CELL_TYPES = ("rnn_tanh", "rnn_relu", "lstm", "gru")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamw")
+CellType = Literal["rnn_tanh", "rnn_relu", "lstm", "gru"]
+Optimizer = Literal[
+    "sgd", "momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamw"
+]
+CELL_TYPES: tuple[str, ...] = get_args(CellType)
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 TaskKind = Literal["classification", "regression", "language_model"]
 
 
@@ -194,7 +198,7 @@ def task_of(data: DataConfig) -> TaskKind:
 
 # --------------------------------------------------------------------------------------- model
 class ModelConfig(Section):
-    cell_type: Literal["rnn_tanh", "rnn_relu", "lstm", "gru"] = "lstm"
+    cell_type: CellType = "lstm"
     num_layers: int = Field(1, ge=1, le=16)
     hidden_size: int = Field(128, ge=1, le=8192)
     bidirectional: bool = False
@@ -220,9 +224,7 @@ class ModelConfig(Section):
 
 
 class OptimConfig(Section):
-    optimizer: Literal[
-        "sgd", "momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamw"
-    ] = "adam"
+    optimizer: Optimizer = "adam"
     lr: float = Field(1e-3, gt=0, le=10)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)

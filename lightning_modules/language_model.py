@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 
-import torch
 import torch.nn.functional as F
 
 from lightning_modules.base import RecurrentTask
-from lightning_modules.data.text import Vocabulary
 from lightning_modules.models import CharRNN
+from lightning_modules.sampling import Vocabulary, generate
 
 
 def _detach(state):
@@ -20,7 +19,7 @@ def _detach(state):
 
 class CharLanguageModel(RecurrentTask):
     def build_net(self) -> CharRNN:
-        self.vocab = Vocabulary(self.data_info["extras"]["vocabulary"][1:])
+        self.vocab = Vocabulary(self.data_info.vocabulary[1:])
         self._state: dict[str, object] = {}
         return super().build_net()
 
@@ -48,40 +47,5 @@ class CharLanguageModel(RecurrentTask):
         return {f"{stage}_loss": loss, f"{stage}_bpc": loss / math.log(2)}
 
     def generate(self, prompt: str, n: int, **sampling) -> str:
-        """See the module-level `generate` (temperature, top_k, generator)."""
+        """See `lightning_modules.sampling.generate` (temperature, top_k, generator)."""
         return generate(self.net, self.vocab, prompt, n, **sampling)
-
-
-@torch.no_grad()
-def generate(
-    net: CharRNN,
-    vocab: Vocabulary,
-    prompt: str,
-    n: int,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    generator: torch.Generator | None = None,
-) -> str:
-    """Continue `prompt` by `n` characters; temperature 0 is greedy, `top_k` keeps the k likeliest."""
-    was_training = net.training
-    net.eval()
-    device = next(net.parameters()).device
-    ids = vocab.encode(prompt or "\n").to(device).unsqueeze(0)  # (1, P)
-    logits, state = net(ids)
-    out = []
-    for _ in range(n):
-        last = logits[0, -1].float()
-        last[0] = -math.inf  # never emit the unknown-character slot
-        if temperature <= 0:
-            nxt = int(last.argmax())
-        else:
-            last = last / temperature
-            if top_k is not None and top_k < last.numel():
-                kth = torch.topk(last, top_k).values[-1]
-                last = last.masked_fill(last < kth, -math.inf)
-            probs = F.softmax(last, dim=-1).cpu()
-            nxt = int(torch.multinomial(probs, 1, generator=generator))
-        out.append(nxt)
-        logits, state = net(torch.tensor([[nxt]], device=device), state)
-    net.train(was_training)
-    return vocab.decode(out)

@@ -23,6 +23,11 @@ DEFAULT_MONITOR: dict[str, tuple[str, Mode]] = {
 }
 
 
+def better_mode(metric: str) -> Mode:
+    """Which way `metric` improves: accuracies up, losses and bits per character down."""
+    return "max" if metric.endswith("_acc") else "min"
+
+
 def test_name(val_metric: str) -> str:
     """`val_acc` -> `test_acc`: the same quantity on the test split."""
     return "test_" + val_metric.removeprefix("val_")

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lightning_modules.config import ModelConfig
+from lightning_modules.data_info import DataInfo
 from lightning_modules.encoder import RecurrentEncoder
 
 READOUTS = ("last", "mean", "linear_all", "per_step")
@@ -90,15 +91,15 @@ def encoder_kwargs(cfg: ModelConfig) -> dict:
 
 
 def build_network(
-    model: ModelConfig, task: str, data_info: dict, per_step: bool = False
+    model: ModelConfig, task: str, data_info: DataInfo, per_step: bool = False
 ) -> nn.Module:
     """The plain network for a task from its model config and the data's dimensions."""
     if task == "language_model":
-        return CharRNN(data_info["out_features"], model.embedding_dim, **encoder_kwargs(model))
+        return CharRNN(data_info.out_features, model.embedding_dim, **encoder_kwargs(model))
     return SequenceModel(
-        data_info["input_size"],
-        data_info["out_features"],
+        data_info.input_size,
+        data_info.out_features,
         readout="per_step" if per_step else model.readout,
-        seq_len=data_info["seq_len"],
+        seq_len=data_info.seq_len,
         **encoder_kwargs(model),
     )

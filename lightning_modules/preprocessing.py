@@ -56,9 +56,6 @@ class Preprocessing:
         index = {c: i for i, c in enumerate(self.classes or [])}
         return np.array([index[_plain(v)] for v in y], dtype=np.int64)
 
-    def decode_labels(self, idx: np.ndarray) -> list[Any]:
-        return [self.classes[int(i)] for i in idx] if self.classes else [int(i) for i in idx]
-
     def scale_targets(self, y: np.ndarray) -> np.ndarray:
         if self.target_mean is None:
             return y.astype(np.float32)

@@ -22,11 +22,12 @@ import yaml
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.strategies import Strategy
 
-from lightning_modules import metrics as M
 from lightning_modules.base import RecurrentTask
 from lightning_modules.classifier import IGNORE, SequenceClassifier
 from lightning_modules.config import TrainSpec
-from lightning_modules.data import SequenceData, build_data, build_datamodule
+from lightning_modules.data import build_data, build_datamodule
+from lightning_modules.data.base import SequenceData
+from lightning_modules.data_info import DataInfo
 from lightning_modules.diagnostics import gradient_norms_over_time, plot_gradient_norms
 from lightning_modules.language_model import CharLanguageModel
 from lightning_modules.regressor import SequenceRegressor
@@ -54,13 +55,8 @@ class TrainResult:
     diverged_reason: str = ""
 
 
-def data_info(data: SequenceData) -> dict:
-    return {
-        "input_size": data.input_size,
-        "out_features": data.out_features,
-        "seq_len": data.seq_len,
-        "extras": data.extras,
-    }
+def data_info(data: SequenceData) -> DataInfo:
+    return DataInfo.from_data(data.input_size, data.out_features, data.seq_len, data.extras)
 
 
 class _History(pl.Callback):
@@ -250,9 +246,7 @@ def load_module(checkpoint: str | Path) -> RecurrentTask:
     raw = torch.load(checkpoint, map_location="cpu", weights_only=True)  # no code runs on load
     spec = TrainSpec.model_validate(raw["hyper_parameters"]["spec"])
     cls = TASK_MODULES[spec.task]
-    module = cls(spec, raw["hyper_parameters"]["data_info"])
+    info = DataInfo.load(raw["hyper_parameters"].get("data_info"), f"checkpoint {checkpoint}")
+    module = cls(spec, info)
     module.load_state_dict(raw["state_dict"])
     return module.eval()
-
-
-__all__ = ["TrainResult", "train", "load_module", "M"]

@@ -6,13 +6,16 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+from tune.commands import add_job_commands, cmd_resume, cmd_run, guarded
 
 
 def embedded_tracking() -> str:
-    """Where `rnntune run` tracks by default (the embedded SQLite store under runs/tune)."""
-    return f"sqlite:///{Path('runs/tune/mlflow.db').resolve()}"
+    """Where `rnntune run` tracks by default (the embedded SQLite store in the default storage)."""
+    from tune.spec import embedded_tracking_uri
+
+    return embedded_tracking_uri()
 
 
 def cmd_train(spec_path: str, output_dir: str | None, max_epochs: int | None, quiet: bool) -> int:
@@ -57,28 +60,6 @@ def _train_spec_from(spec_path: str):
             raise train_error from None
         print(f"{spec_path} is a search job; training its fixed settings (`rnntune run` searches)")
         return job.base_train_spec()
-
-
-def cmd_run(spec_path: str, job_id: str | None = None) -> int:
-    """Run a search job: trials on Ray, tracked in MLflow, best model registered."""
-    from tune.spec import load_job_spec
-
-    spec = load_job_spec(spec_path)
-    from tune.driver import format_summary, run_job
-
-    summary = run_job(spec, job_id=job_id)
-    print(format_summary(summary))
-    return summary.outcome.exit_code
-
-
-def cmd_resume(job_id: str, storage: str) -> int:
-    """Resume an interrupted job from its storage; continues the same MLflow parent run."""
-    from tune.driver import format_summary, load_stored_spec, run_job
-
-    spec = load_stored_spec(storage, job_id)
-    summary = run_job(spec, job_id=job_id, resume=True)
-    print(format_summary(summary))
-    return summary.outcome.exit_code
 
 
 def cmd_schema() -> int:
@@ -230,16 +211,6 @@ def add_data_commands(sub) -> None:
     )
 
 
-def add_job_commands(sub) -> None:
-    """`run SPEC [--job-id]` and `resume JOB [--storage]`: shared with `python -m tune`."""
-    p = sub.add_parser("run", help="run a search job (embedded Ray, or the one in RAY_ADDRESS)")
-    p.add_argument("spec")
-    p.add_argument("--job-id", default=None)
-    p = sub.add_parser("resume", help="resume an interrupted job")
-    p.add_argument("job_id")
-    p.add_argument("--storage", default="runs/tune", help="the job's storage URL")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnntune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -315,41 +286,6 @@ def add_service_commands(sub) -> None:
     p.add_argument("--tail", type=int, default=200, help="last N lines (0: all)")
     p = sub.add_parser("cancel", help="stop a job")
     p.add_argument("job_id")
-
-
-def guarded(fn: Callable[..., int], *args) -> int:
-    """Run a command; bad input becomes a message and exit code 2, never a traceback."""
-    from lightning_modules.config import SpecError
-    from service.client import ServiceError
-    from tune.outcome import EXIT_CODE, FAILED, JobFailed
-    from tune.policy import PolicyViolation
-
-    try:
-        return fn(*args)
-    except JobFailed as e:  # the outcome line is out already
-        print(f"rnntune: {e}", file=sys.stderr)
-        return EXIT_CODE[FAILED]
-    except SpecError as e:
-        print(f"rnntune: invalid spec:\n{e}", file=sys.stderr)
-        return 2
-    except PolicyViolation as e:
-        problems = "\n".join(f"{f}: {m}" for f, m in e.problems)
-        print(f"rnntune: refused by the cluster's policy:\n{problems}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, PermissionError, ValueError, ServiceError, RuntimeError) as e:
-        print(f"rnntune: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("rnntune: interrupted", file=sys.stderr)
-        return 130
-    except OSError as e:  # the machine, not the input: a full disk, read-only storage
-        print(f"rnntune: {e}", file=sys.stderr)
-        return 1
-    except Exception as e:  # noqa: BLE001 - e.g. MLflow/Ray errors: one line, not a traceback
-        if type(e).__name__ in ("MlflowException", "RestException"):
-            print(f"rnntune: {e}", file=sys.stderr)
-            return 2
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:

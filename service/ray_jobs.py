@@ -80,9 +80,6 @@ class RayJobs:
         async for chunk in self.client.tail_job_logs(job_id):
             yield chunk
 
-    def count(self) -> int:
-        return len(self._call(self.client.list_jobs))
-
     def ping(self) -> None:
         self._call(self.client.get_version)
 

@@ -10,9 +10,9 @@ from typing import TypeVar
 
 from service.client import ServiceClient, ServiceUnreachable
 from service.stack import down, load_stack, up
+from service.store import SUCCEEDED, TERMINAL
 from tune.outcome import COMPLETED, EARLY_STOPPED, EXIT_CODE, FAILED_ENDS
 
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 T = TypeVar("T")
 
 
@@ -55,7 +55,7 @@ def _follow(client: ServiceClient, job_id: str) -> int:
     print(_details(job))
     if job.get("outcome") in EXIT_CODE:  # the driver's verdict, as `rnntune run` would exit
         return EXIT_CODE[job["outcome"]]
-    return 0 if job["status"] == "SUCCEEDED" else 1
+    return 0 if job["status"] == SUCCEEDED else 1
 
 
 def _final(client: ServiceClient, job_id: str) -> dict:

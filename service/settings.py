@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tune.policy import Policy
+from tune.spec import DEFAULT_STORAGE
 
 
 class Settings(BaseSettings):
@@ -29,7 +30,7 @@ class Settings(BaseSettings):
     """MLflow tracking server; jobs whose spec names none are tracked here."""
     mlflow_ui_url: str | None = None
     """Base URL of the MLflow UI for links; default: the tracking URI when it is http(s)."""
-    storage_url: str = Field(default_factory=lambda: str(Path("runs/tune").resolve()))
+    storage_url: str = Field(default_factory=lambda: str(Path(DEFAULT_STORAGE).resolve()))
     """Checkpoint storage for jobs whose spec keeps the default (must be reachable by the cluster)."""
     tokens: str | None = None
     """JSON list of {"user", "role", "sha256"}: the accepted bearer tokens, stored hashed."""

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     JSON,
@@ -26,15 +26,11 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED = (
-    "PENDING",
-    "RUNNING",
-    "SUCCEEDED",
-    "FAILED",
-    "STOPPED",
-)
-STATUSES = (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)
+# A job's status: the one definition (the API's schema, the CLI and the store read it here).
+JobStatus = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED"]
+PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED = get_args(JobStatus)
 ACTIVE = (PENDING, RUNNING)
+TERMINAL = (SUCCEEDED, FAILED, STOPPED)
 
 
 def _now() -> dt.datetime:

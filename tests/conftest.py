@@ -13,7 +13,7 @@ import torch
 from service.stack import free_port  # noqa: F401 - re-exported for the tests
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAKESPEARE = ROOT.parent / "shared" / "data" / "shakespeare.txt"
+SHAKESPEARE = ROOT / "tests" / "fixtures" / "shakespeare_excerpt.txt"  # in the repository
 
 # Tests are sized for 2 cores; keep torch from oversubscribing them.
 torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -1,1 +1,6 @@
-"""Hyperparameter search over recurrent models with Ray Tune, tracked in MLflow (see DESIGN.md)."""
+"""Hyperparameter search over recurrent models: the job spec, Ray Tune trials, MLflow tracking
+and the model registry; `python -m tune` is the command a cluster runs.
+
+Imports `lightning_modules` and the serving bundle (`deploy.pyfunc`); private Ray and MLflow
+internals only through `tune.compat` (README, "Layout").
+"""

@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tune.cluster import exit_on_sigterm
+from tune.commands import add_job_commands, cmd_resume, cmd_run, guarded
+
 
 def main(argv: list[str] | None = None) -> int:
-    from service.cli import add_job_commands, cmd_resume, cmd_run, guarded
-    from tune.cluster import exit_on_sigterm
-
     parser = argparse.ArgumentParser(prog="python -m tune")
     add_job_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -10,9 +10,9 @@ import threading
 from pathlib import Path
 
 import ray
-from ray._private import ray_constants
 
 from tune import outcome as O
+from tune.compat import ray_loopback_flag
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray uses 127.0.0.1, not the host's IP
 
@@ -25,8 +25,7 @@ def keep_ray_on_loopback() -> None:
     `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1` in the environment is respected.
     """
     os.environ.setdefault(LOOPBACK_ENV, "0")
-    if not ray_constants.env_bool(LOOPBACK_ENV, True):
-        ray_constants.ENABLE_RAY_CLUSTER = False
+    ray_loopback_flag(LOOPBACK_ENV)
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:

@@ -23,6 +23,7 @@ from ray import tune as ray_tune
 from tune import outcome as O
 from tune import report, schedulers
 from tune.cluster import ensure_ray
+from tune.compat import set_restored_callbacks
 from tune.policy import Policy
 from tune.registry import Registration, claim_model_name, job_user, register_best
 from tune.resume import ForgetMissingCheckpoints
@@ -36,7 +37,6 @@ from tune.tracking import (
 )
 from tune.trainable import (
     CHECKPOINT_FILE,
-    REPORTED,
     TRAIN_PLACEMENT_GROUP,
     TRAIN_RUN_PREFIX,
     run_ddp_trial,
@@ -120,13 +120,12 @@ class ReleaseTrainRuns(ray_tune.Callback):
 
     @staticmethod
     def _remove_placement_group(trial) -> None:
-        from ray._raylet import PlacementGroupID
         from ray.util.placement_group import PlacementGroup
 
         group_id = (trial.last_result or {}).get(TRAIN_PLACEMENT_GROUP)
         if not group_id:
             return
-        group = PlacementGroup(PlacementGroupID(bytes.fromhex(group_id)))
+        group = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group_id)))
         if ray.util.placement_group_table(group).get("state") not in (None, "REMOVED"):
             ray.util.remove_placement_group(group)
 
@@ -161,7 +160,7 @@ def _tuner(spec: JobSpec, job_id: str, storage: Storage, callback: MlflowTrialLo
             storage_filesystem=storage.filesystem,
         )
         # The restored run config carries a pickled callback; use the one rebuilt from MLflow.
-        tuner._local_tuner.get_run_config().callbacks = [ForgetMissingCheckpoints(), *callbacks]
+        set_restored_callbacks(tuner, [ForgetMissingCheckpoints(), *callbacks])
         return tuner
     metric, mode = spec.monitor
     space = (
@@ -426,6 +425,3 @@ def format_summary(s: JobSummary) -> str:
     lines.append(f"MLflow parent run {s.parent_run_id}; open the UI with:\n  {s.ui_command}")
     lines.append(s.outcome.line())
     return "\n".join(lines)
-
-
-__all__ = ["run_job", "JobSummary", "format_summary", "REPORTED"]

@@ -70,10 +70,6 @@ class Outcome:
     def exit_code(self) -> int:
         return EXIT_CODE[self.kind]
 
-    @property
-    def failed_trials(self) -> int:
-        return sum(self.counts.get(e, 0) for e in FAILED_ENDS)
-
     def line(self) -> str:
         """The summary's last line: what happened, and why when something failed."""
         counts = ", ".join(f"{n} {end.replace('_', '-')}" for end, n in self.counts.items() if n)

@@ -19,7 +19,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
 import lightning_modules
-from deploy.pyfunc import LM_PARAMS, MODEL_FILE, RecurrentModel, save_bundle
+from deploy.inputs import LM_PARAMS
+from deploy.pyfunc import MODEL_FILE, RecurrentModel, save_bundle
 from lightning_modules.data import build_data, build_datamodule
 from lightning_modules.metrics import test_name
 from lightning_modules.training import data_info, load_module
@@ -102,7 +103,7 @@ def champion_decision(
     if current.version == this_version:  # promoted by an earlier, interrupted attempt
         return True, f"v{this_version} is the champion already (this job promoted it)", None, None
     tags = current.tags
-    if tags.get("data_fingerprint") != fingerprint or metric not in tags:
+    if tags.get("data_fingerprint") != fingerprint:
         # Never promote across data: a better number on other data says nothing (and a job could
         # otherwise take over a champion by testing on an easier set).
         return (
@@ -110,6 +111,14 @@ def champion_decision(
             f"champion v{current.version} was tested on other data (fingerprint "
             f"{tags.get('data_fingerprint')}, this model's {fingerprint}); not comparable, so "
             "not promoted automatically (`rnntune promote` decides)",
+            current.version,
+            None,
+        )
+    if metric not in tags:
+        return (
+            False,
+            f"champion v{current.version} has no {metric} to compare with; not promoted "
+            "automatically (`rnntune promote` decides)",
             current.version,
             None,
         )
@@ -270,9 +279,3 @@ def _log_and_register(
         )
         mlflow.log_metrics(metrics)
         return mlflow.register_model(info.model_uri, name, tags=tags)
-
-
-def evaluate_pyfunc_accuracy(model_uri: str, x: np.ndarray, y: np.ndarray) -> float:
-    """Accuracy of a registered classifier on (x, y): what serving would score."""
-    pred = mlflow.pyfunc.load_model(model_uri).predict(x)
-    return float((pred["label"].to_numpy() == y).mean())

@@ -59,12 +59,6 @@ def ranked_results(results, metric: str, mode: str) -> list:
     return [r for r, _ in scored]
 
 
-def best_result(results, metric: str, mode: str):
-    """The trial with the best measured value of `metric` (None: no trial has one)."""
-    ranked = ranked_results(results, metric, mode)
-    return ranked[0] if ranked else None
-
-
 def trial_rows(spec: JobSpec, results) -> list[TrialRow]:
     """One row per trial of a Tune ResultGrid (trials with no report are left out)."""
     metric, mode = spec.monitor

@@ -16,6 +16,8 @@ import logging
 import pyarrow.fs
 from ray import tune as ray_tune
 
+from tune import compat
+
 logger = logging.getLogger(__name__)
 
 
@@ -39,21 +41,20 @@ class ForgetMissingCheckpoints(ray_tune.Callback):
             self._repair(trial)
 
     def _repair(self, trial) -> None:
-        # Tune keeps no public way to edit a restored trial's checkpoint list: this is the
-        # `_CheckpointManager` that `Trial.checkpoint` and `Result.best_checkpoints` read.
-        manager = trial.run_metadata.checkpoint_manager
-        present = {id(r): checkpoint_exists(r.checkpoint) for r in manager._checkpoint_results}
-        latest = manager.latest_checkpoint_result
+        results = compat.checkpoint_results(trial)
+        present = {id(r): checkpoint_exists(r.checkpoint) for r in results}
+        latest = compat.latest_checkpoint_result(trial)
         if latest is not None and id(latest) not in present:
             present[id(latest)] = checkpoint_exists(latest.checkpoint)
         if all(present.values()):
             return
-        kept = [r for r in manager._checkpoint_results if present[id(r)]]
-        manager._checkpoint_results = kept
+        kept = [r for r in results if present[id(r)]]
+        newest = latest
         if latest is not None and not present[id(latest)]:
             # checkpoint_000NNN folders: the highest surviving index is the newest
             newest = max(kept, key=lambda r: r.checkpoint.path, default=None)
-            manager._latest_checkpoint_result = newest
+        compat.keep_checkpoint_results(trial, kept, newest)
+        if newest is not latest:
             to = newest.checkpoint.path if newest else None
             self.repaired[trial.trial_id] = to
             logger.warning(

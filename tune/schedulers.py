@@ -72,9 +72,16 @@ def scheduler(spec: JobSpec) -> TrialScheduler:
         case "hyperband":
             return HyperBandScheduler(max_t=epochs, reduction_factor=s.reduction_factor)
         case "median":
-            return MedianStoppingRule(grace_period=s.grace_period, min_samples_required=3)
+            # Every scheduler counts epochs (one report per epoch), not Ray's default for these
+            # two, seconds of training time (`time_total_s`).
+            return MedianStoppingRule(
+                time_attr="training_iteration",
+                grace_period=s.grace_period,
+                min_samples_required=3,
+            )
         case "pbt":
             return PopulationBasedTraining(
+                time_attr="training_iteration",
                 perturbation_interval=s.perturbation_interval,
                 hyperparam_mutations=_pbt_mutations(spec),
                 quantile_fraction=s.quantile_fraction,

@@ -26,7 +26,7 @@ from lightning_modules.config import (
     read_spec_file,
     validate_spec,
 )
-from lightning_modules.metrics import DEFAULT_MONITOR
+from lightning_modules.metrics import DEFAULT_MONITOR, better_mode
 
 Scalar = bool | int | float | str | None
 
@@ -118,8 +118,16 @@ class ResourcesConfig(_Strict):
     """Reserved for the job's driver (`python -m tune run`) when the service submits it to Ray."""
 
 
+DEFAULT_STORAGE = "runs/tune"  # a job's storage; the embedded MLflow store lives there too
+
+
+def embedded_tracking_uri(root: str | Path = DEFAULT_STORAGE) -> str:
+    """The embedded SQLite MLflow store of jobs whose storage is the local folder `root`."""
+    return f"sqlite:///{(Path(root) / 'mlflow.db').resolve()}"
+
+
 class StorageConfig(_Strict):
-    url: str = "runs/tune"
+    url: str = DEFAULT_STORAGE
     """Checkpoints and Tune state: a local folder or any fsspec URL (s3://, gs://, ...)."""
     keep_checkpoints: int = Field(2, ge=1)
     """Best K checkpoints kept per trial (by the job's metric)."""
@@ -169,7 +177,7 @@ class JobSpec(_Strict):
     @property
     def monitor(self) -> tuple[str, str]:
         metric = self.metric or DEFAULT_MONITOR[self.task][0]
-        return metric, self.mode or ("max" if metric == "val_acc" else "min")
+        return metric, self.mode or better_mode(metric)
 
     @property
     def space(self) -> dict[str, SearchValue]:

@@ -28,10 +28,11 @@ from mlflow.tracking import MlflowClient
 from ray import tune as ray_tune
 from sqlalchemy import event
 
+from tune import compat
 from tune import outcome as O
 from tune.outcome import JOB_TAG, PARENT_TAG, TRIAL_TAG
 from tune.registry import job_user
-from tune.spec import JobSpec
+from tune.spec import JobSpec, embedded_tracking_uri
 from tune.trainable import DIVERGED, DIVERGED_REASON, NON_FINITE, REPORTED
 from tune.writer import OrderedWriter
 
@@ -92,7 +93,7 @@ def setup_tracking(spec: JobSpec, local_root: Path | None) -> Tracking:
         root = (local_root or Path("runs")).resolve()
         root.mkdir(parents=True, exist_ok=True)
         reserve = hold_reserve(root)
-        uri = f"sqlite:///{root / 'mlflow.db'}"
+        uri = embedded_tracking_uri(root)
         artifacts = (root / "mlartifacts").as_uri()
         ui = f"mlflow ui --backend-store-uri {uri} --default-artifact-root {artifacts} --port 5000"
     client = MlflowClient(uri)
@@ -115,7 +116,7 @@ def _commit_without_fsync(client: MlflowClient) -> None:
     drop the last ones. Measured with bench/tracking_overhead.py (8 rounds, 2 cores): tracking
     cost 1.075x in wall time with the store on disk in the default mode, 1.012x on tmpfs.
     """
-    engine = client._tracking_client.store.engine  # one engine per database URI per process
+    engine = compat.sqlalchemy_engine(client)
     if not event.contains(engine, "connect", _sqlite_pragmas):
         event.listen(engine, "connect", _sqlite_pragmas)
         engine.dispose()  # connections opened before the listener reopen with the pragmas
@@ -437,7 +438,7 @@ class MlflowTrialLogger(ray_tune.Callback):
         # queue and waits ~1 s for its thread; ending the run on the store is all it needs.
         self._write(
             trial_id,
-            lambda run_id: self.client._tracking_client.store.update_run_info(
+            lambda run_id: compat.tracking_store(self.client).update_run_info(
                 run_id, RunStatus.from_string(status), end, None
             ),
         )
@@ -538,6 +539,3 @@ class _RunCreation:
             tags={PARENT_TAG: lg.parent_id, JOB_TAG: lg.job_id, TRIAL_TAG: self.trial_id},
         )
         lg.runs[self.trial_id] = run.info.run_id
-
-
-__all__ = ["MlflowTrialLogger", "RunStatus", "Tracking", "setup_tracking", "open_parent_run"]

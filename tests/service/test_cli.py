@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -37,6 +39,7 @@ def test_train_missing_file_and_bad_yaml(tmp_path):
     assert proc.returncode == 2 and "not valid YAML" in proc.stderr
 
 
+@pytest.mark.slow  # a CLI or Ray process of its own: seconds
 def test_train_runs_and_reports(tmp_path):
     proc = _rnntune(
         "train",
@@ -53,6 +56,7 @@ def test_train_runs_and_reports(tmp_path):
     assert result["test"]["test_acc"] > 0.5
 
 
+@pytest.mark.slow  # a CLI or Ray process of its own: seconds
 def test_train_diverged_exits_nonzero(tmp_path):
     spec = tmp_path / "boom.yaml"
     spec.write_text(
@@ -81,6 +85,7 @@ def test_run_bad_job_spec_names_field(tmp_path):
     assert "search_space.cell_type: value 'lstn' is invalid" in proc.stderr
 
 
+@pytest.mark.slow  # a CLI or Ray process of its own: seconds
 def test_models_and_promote(tmp_path):
     """`rnntune models` lists versions and aliases; `promote` moves an alias; bad names are one line."""
     from mlflow.tracking import MlflowClient

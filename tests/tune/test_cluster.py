@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 PROBE = """
@@ -17,6 +19,7 @@ ray.shutdown()
 """
 
 
+@pytest.mark.slow  # a CLI or Ray process of its own: seconds
 def test_embedded_ray_binds_loopback():
     env = {
         k: v
@@ -36,6 +39,7 @@ def test_embedded_ray_binds_loopback():
     assert out.stdout.split() == ["127.0.0.1", "127.0.0.1"], out.stdout
 
 
+@pytest.mark.slow  # a CLI or Ray process of its own: seconds
 def test_test_runtime_binds_loopback(ray_local):
     assert ray_local.util.get_node_ip_address() == "127.0.0.1"
     assert {n["NodeManagerAddress"] for n in ray_local.nodes()} == {"127.0.0.1"}

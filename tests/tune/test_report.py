@@ -10,7 +10,7 @@ import pandas as pd
 from ray.train import Checkpoint
 
 from tune.driver import _best_checkpoint
-from tune.report import best_result, best_value, measured
+from tune.report import best_value, measured, ranked_results
 from tune.trainable import NON_FINITE
 
 
@@ -36,15 +36,18 @@ def test_a_stand_in_value_is_not_a_measurement():
     assert best_value(_frame([0.0], [True]), "val_acc", "max") is None
 
 
-def test_best_result_skips_trials_that_never_measured_the_metric():
+def test_ranked_results_skip_trials_that_never_measured_the_metric():
     failed = FakeResult(pd.DataFrame({"train_loss": [2.3]}))  # raised before validating
     empty = FakeResult(None)
     diverged = FakeResult(_frame([0.0, 0.0], [True, True]))
     good = FakeResult(_frame([0.5, 0.7], [False, False]))
     better_then_diverged = FakeResult(_frame([0.8, 0.0], [False, True]))
-    assert best_result([failed, empty, diverged], "val_acc", "max") is None
-    assert best_result([failed, good, diverged], "val_acc", "max") is good
-    assert best_result([good, better_then_diverged], "val_acc", "max") is better_then_diverged
+    assert ranked_results([failed, empty, diverged], "val_acc", "max") == []
+    assert ranked_results([failed, good, diverged], "val_acc", "max") == [good]
+    assert ranked_results([good, better_then_diverged], "val_acc", "max") == [
+        better_then_diverged,
+        good,
+    ]
 
 
 def _trial(tmp_path, name: str, accs: list[float]) -> FakeResult:

@@ -270,6 +270,7 @@ def test_driver_side_resolves_symlinks_and_numeric_hosts(tmp_path):
         wide.check(_spec(numeric), on_cluster=True)
 
 
+@pytest.mark.slow  # a CLI or Ray process of its own: seconds
 def test_driver_refuses_a_disallowed_url_when_started_directly(tmp_path):
     """`python -m tune run` on a cluster with a policy, the spec never having seen the service."""
     spec = {

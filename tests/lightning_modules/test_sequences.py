@@ -273,6 +273,7 @@ def test_datamodule_batches_trim_padding(parquet):
         assert x.shape[1] == int(lengths.max())
 
 
+@pytest.mark.slow  # a CLI or Ray process of its own: seconds
 def test_cli_data_inspect_prints_splits_and_a_data_block(parquet):
     cli = [sys.executable, "-m", "service.cli", "data", "inspect", str(parquet)]
     out = subprocess.run(cli, capture_output=True, text=True, cwd=ROOT, timeout=120)

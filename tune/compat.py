@@ -1,0 +1,99 @@
+"""Every access to a private Ray or MLflow internal, in one place, each with why no public API
+does it. `tests/tune/test_compat.py` is the canary: when an upgrade of the pinned versions
+(constraints.txt) moves one of these, that test fails with the name of what moved, instead of a
+search failing far from the cause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+
+class FrameworkChanged(RuntimeError):
+    """A private Ray/MLflow internal rnntune relies on is not where it was."""
+
+
+def _moved(what: str) -> FrameworkChanged:
+    return FrameworkChanged(
+        f"{what} is not where rnntune expects it: Ray or MLflow changed under the pinned "
+        "versions (constraints.txt); see tune/compat.py"
+    )
+
+
+# --- Ray: the loopback flag -------------------------------------------------------------------
+# Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER into `ray_constants.ENABLE_RAY_CLUSTER` once, at
+# import; setting the variable later reaches only the processes Ray starts. No public API sets
+# the flag for the current process (STACK.md: without it Ray binds the host's external address).
+def ray_loopback_flag(env_name: str) -> None:
+    """Make this process's copy of the flag follow `env_name` ("0": loopback only)."""
+    from ray._private import ray_constants
+
+    if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        raise _moved("ray._private.ray_constants.ENABLE_RAY_CLUSTER")
+    if not ray_constants.env_bool(env_name, True):
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+# --- Ray Tune: callbacks of a restored Tuner --------------------------------------------------
+# `Tuner.restore` takes no run config: the restored one carries the callbacks pickled at the
+# first start, which hold a dead MLflow client. Tune has no public setter (ray-project/ray#33584
+# asks for one), so the rebuilt callbacks go into the restored run config.
+def set_restored_callbacks(tuner: Any, callbacks: Sequence[Any]) -> None:
+    local = getattr(tuner, "_local_tuner", None)
+    if local is None or not hasattr(local, "get_run_config"):
+        raise _moved("ray.tune.Tuner._local_tuner.get_run_config")
+    local.get_run_config().callbacks = list(callbacks)
+
+
+# --- Ray Tune: a restored trial's checkpoint list ---------------------------------------------
+# A resumed trial whose saved checkpoints were pruned after its last state save points at
+# folders that no longer exist. `Trial.checkpoint` and `Result.best_checkpoints` read the
+# trial's `_CheckpointManager`, which has no public way to drop entries.
+def checkpoint_results(trial: Any) -> list[Any]:
+    """The restored trial's checkpoint results, oldest first."""
+    manager = _checkpoint_manager(trial)
+    return list(manager._checkpoint_results)
+
+
+def latest_checkpoint_result(trial: Any) -> Any:
+    return _checkpoint_manager(trial).latest_checkpoint_result
+
+
+def keep_checkpoint_results(trial: Any, kept: list[Any], latest: Any) -> None:
+    """Forget every checkpoint result but `kept`; `latest` becomes the one a restart uses."""
+    manager = _checkpoint_manager(trial)
+    manager._checkpoint_results = kept
+    manager._latest_checkpoint_result = latest
+
+
+def _checkpoint_manager(trial: Any) -> Any:
+    metadata = getattr(trial, "run_metadata", None)
+    manager = getattr(metadata, "checkpoint_manager", None)
+    if manager is None or not all(
+        hasattr(manager, a) for a in ("_checkpoint_results", "_latest_checkpoint_result")
+    ):
+        raise _moved("Trial.run_metadata.checkpoint_manager._checkpoint_results")
+    return manager
+
+
+# --- MLflow: the tracking store behind a client -----------------------------------------------
+# Two things no public API offers: SQLAlchemy pragmas on the embedded SQLite store's engine
+# (tune/tracking.py, WAL without an fsync per epoch), and ending a run without
+# `MlflowClient.set_terminated`, which in MLflow 3.17 flushes and joins the process-wide async
+# logging queue (~1 s per trial).
+def tracking_store(client: MlflowClient) -> Any:
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    if store is None or not hasattr(store, "update_run_info"):
+        raise _moved("MlflowClient._tracking_client.store.update_run_info")
+    return store
+
+
+def sqlalchemy_engine(client: MlflowClient) -> Any:
+    """The SQLAlchemy engine of a SQL-backed tracking store (one per database URI per process)."""
+    engine = getattr(tracking_store(client), "engine", None)
+    if engine is None:
+        raise _moved("SqlAlchemyStore.engine")
+    return engine
