@@ -29,3 +29,6 @@ start_ready  # service/stack.py: start a server and wait for its health URL (tes
 
 # Recorded for whoever feeds the model (the unit its inputs were trained in), not read by code.
 _.scale  # lightning_modules/data_info.py ImageScaling
+
+# A Typer option whose callback does the work (`rnntune --version`).
+show_version  # service/cli/__init__.py

@@ -161,7 +161,12 @@ class RecurrentModel(mlflow.pyfunc.PythonModel):
             raise ValueError(f"inputs: a permuted-pixel model takes full {x.shape[1]}x28 images")
         return x.reshape(-1)[self.permutation].reshape(x.shape)
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    # `model_input: pd.DataFrame` is what MLflow's scoring server passes; arrays and lists of
+    # sequences work too (`_sequences`). The hint is one MLflow infers no schema from: the
+    # signature is logged explicitly (tune/registry.py), and without a hint MLflow warns.
+    def predict(
+        self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         if self.task == "language_model":
             return self.generate_text(model_input, {**LM_PARAMS, **(params or {})})
         return self.frame(self.score(self._sequences(model_input)))

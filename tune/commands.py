@@ -1,66 +1,91 @@
 """The job commands, `run SPEC` and `resume JOB`: what `python -m tune` and `rnntune` both run.
 
-They live here, beside the driver, so the cluster entrypoint needs nothing from the service
-package; `service.cli` adds them to `rnntune` and reports its client's errors (RuntimeErrors) through the same `guarded`.
+Each command is a typed function; Typer derives its parser, help and defaults. They live here,
+beside the driver, so the cluster entrypoint needs nothing from the service package;
+`service.cli` adds the same functions to `rnntune`.
 """
 
 from __future__ import annotations
 
-import argparse
+import functools
+import os
 import sys
 from collections.abc import Callable
+from typing import Annotated
+
+import typer
 
 from tune.spec import DEFAULT_STORAGE
 
 
-def add_job_commands(sub: argparse._SubParsersAction) -> None:
-    """`run SPEC [--job-id]` and `resume JOB [--storage]`."""
-    p = sub.add_parser(
-        "run",
-        help="run a search job (embedded Ray, or the one in RAY_ADDRESS)",
-    )
-    p.add_argument("spec", help="the job spec (YAML or JSON; see examples/)")
-    p.add_argument("--job-id", default=None, help="the job's id (default: a new one)")
-    p = sub.add_parser(
-        "resume",
-        help="resume an interrupted job",
-    )
-    p.add_argument("job_id", help="the id the interrupted job printed")
-    p.add_argument(
-        "--storage", default=DEFAULT_STORAGE, help="the job's storage URL (default: %(default)s)"
+def command_app(help_text: str) -> typer.Typer:
+    """A Typer app with plain (not rich) help and errors, and no completion commands."""
+    return typer.Typer(
+        help=help_text,
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+        no_args_is_help=True,
+        context_settings={"help_option_names": ["-h", "--help"]},
     )
 
 
-def cmd_run(spec_path: str, job_id: str | None = None) -> int:
-    """Run a search job: trials on Ray, tracked in MLflow, best model registered."""
+def exits(fn: Callable[..., int]) -> Callable[..., None]:
+    """A command function -> a Typer command: errors become `guarded`'s one line and exit code."""
+
+    @functools.wraps(fn)
+    def command(*args, **kwargs) -> None:
+        code = guarded(fn, *args, **kwargs)
+        if code:
+            raise typer.Exit(code)
+
+    return command
+
+
+def run(
+    spec: Annotated[str, typer.Argument(help="the job spec, YAML or JSON (see examples/)")],
+    job_id: Annotated[
+        str | None, typer.Option(help="the job's id  [default: a new one, printed]")
+    ] = None,
+) -> int:
+    """Run a search job: trials on Ray (embedded, or the cluster in RAY_ADDRESS), tracked in
+    MLflow, the best model registered."""
     from tune.spec import load_job_spec
 
-    spec = load_job_spec(spec_path)  # validate before the slow imports (Ray, torch)
+    job = load_job_spec(spec)  # validate before the slow imports (Ray, torch)
     from tune.driver import format_summary, run_job
 
-    summary = run_job(spec, job_id=job_id)
+    summary = run_job(job, job_id=job_id)
     print(format_summary(summary))
     return summary.outcome.exit_code
 
 
-def cmd_resume(job_id: str, storage: str) -> int:
-    """Resume an interrupted job from its storage; continues the same MLflow parent run."""
+def resume(
+    job_id: Annotated[str, typer.Argument(help="the id the interrupted job printed")],
+    storage: Annotated[str, typer.Option(help="the job's storage URL")] = DEFAULT_STORAGE,
+) -> int:
+    """Resume an interrupted job from its storage; it continues the same MLflow parent run."""
     from tune.driver import format_summary, load_stored_spec, run_job
 
-    spec = load_stored_spec(storage, job_id)
-    summary = run_job(spec, job_id=job_id, resume=True)
+    job = load_stored_spec(storage, job_id)
+    summary = run_job(job, job_id=job_id, resume=True)
     print(format_summary(summary))
     return summary.outcome.exit_code
 
 
-def guarded(fn: Callable[..., int], *args) -> int:
+def add_job_commands(app: typer.Typer) -> None:
+    app.command("run")(exits(run))
+    app.command("resume")(exits(resume))
+
+
+def guarded(fn: Callable[..., int], *args, **kwargs) -> int:
     """Run a command; bad input becomes a message and exit code 2, never a traceback."""
     from lightning_modules.config import SpecError
     from tune.outcome import EXIT_CODE, FAILED, JobFailed
     from tune.policy import PolicyViolation
 
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except JobFailed as e:  # the outcome line is out already
         return _say(e, EXIT_CODE[FAILED])
     except SpecError as e:
@@ -72,6 +97,9 @@ def guarded(fn: Callable[..., int], *args) -> int:
         return _say(e, 2)
     except KeyboardInterrupt:
         return _say("interrupted", 130)
+    except BrokenPipeError:  # `rnntune schema | head`: the reader left; nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 1
     except OSError as e:  # the machine, not the input: a full disk, read-only storage
         return _say(e, 1)
     except Exception as e:  # noqa: BLE001 - e.g. MLflow/Ray errors: one line, not a traceback
@@ -83,3 +111,12 @@ def guarded(fn: Callable[..., int], *args) -> int:
 def _say(message: object, code: int) -> int:
     print(f"rnntune: {message}", file=sys.stderr)
     return code
+
+
+def exit_code(app: typer.Typer, argv: list[str] | None, prog: str) -> int:
+    """Run `app` on `argv` and return its exit code (for console scripts and in-process tests)."""
+    try:
+        app(args=argv, prog_name=prog)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+    return 0

@@ -399,8 +399,14 @@ def _finish(
 def load_stored_spec(storage_url: str, job_id: str) -> JobSpec:
     """The spec a job was started with (saved next to its Tune state), for `resume`."""
     storage = resolve_storage(storage_url)
-    with storage.fs.open(f"{storage.path}/{job_id}/{SPEC_FILE}") as f:
-        return parse_job_spec(json.loads(f.read()), f"{job_id}/{SPEC_FILE}")
+    try:
+        with storage.fs.open(f"{storage.path}/{job_id}/{SPEC_FILE}") as f:
+            return parse_job_spec(json.loads(f.read()), f"{job_id}/{SPEC_FILE}")
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"job_id: no job {job_id!r} in {storage_url} (no {job_id}/{SPEC_FILE} there); pass "
+            "--storage with the storage.url the job ran with"
+        ) from None
 
 
 def format_summary(s: JobSummary) -> str:

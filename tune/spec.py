@@ -244,6 +244,10 @@ class JobSpec(_Strict):
         return self
 
 
+# The sections only a job spec has (a train spec is a job spec without them).
+JOB_ONLY_SECTIONS = frozenset(JobSpec.model_fields) - frozenset(TrainSpec.model_fields)
+
+
 def default_search_space(dataset: str) -> dict[str, SearchValue]:
     """The seed's empirical ranges: all cells, 2-4 layers, clip 0.1-10 (log), hidden by task.
 

@@ -1,4 +1,5 @@
-"""`rnntune train`: bad input gives a one-line reason and a non-zero exit, never a traceback."""
+"""The `rnntune` CLI: bad input gives a one-line reason and a non-zero exit, never a traceback;
+every command and option has help and a stated default."""
 
 from __future__ import annotations
 
@@ -107,3 +108,84 @@ def test_models_and_promote(tmp_path):
     assert listing.returncode == 0 and "champion" in listing.stdout and "0.9" in listing.stdout
     missing = _rnntune("promote", "demo", "7", "--tracking-uri", uri)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+def test_version_and_did_you_mean():
+    proc = _rnntune("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("rnntune ")
+    proc = _rnntune("rnu", "x.yaml")
+    assert proc.returncode == 2 and "No such command 'rnu'. Did you mean 'run'?" in proc.stderr
+    proc = _rnntune("resume", "job", "--storge", "x")
+    assert proc.returncode == 2 and "No such option: --storge" in proc.stderr
+    assert "(Possible options: --storage)" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_every_option_has_help_and_a_default():
+    from typer.main import get_command
+
+    from service.cli import app
+
+    root = get_command(app)
+    commands = {name: root.commands[name] for name in root.commands}
+    commands |= {f"data {n}": c for n, c in root.commands["data"].commands.items()}
+    checked = 0
+    for name, command in commands.items():
+        assert command.help, f"{name}: no help"
+        for param in command.params:
+            if param.name in ("help",) or getattr(param, "is_flag", False):
+                continue
+            assert getattr(param, "help", None), f"{name} {param.name}: no help"
+            if not param.required:  # a stated default: the value, or [default: ...] in words
+                stated = param.default is not None or "[default:" in param.help
+                assert stated, f"{name} {param.name}: no default shown"
+            checked += 1
+    assert checked > 30
+
+
+def test_cluster_entrypoint_parses_its_own_commands():
+    proc = subprocess.run(
+        [sys.executable, "-m", "tune", "resume", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        proc.returncode == 0
+        and "--storage" in proc.stdout
+        and "[default: runs/tune]" in proc.stdout
+    )
+
+
+def test_models_without_a_store_says_where_it_looked(tmp_path):
+    env_free = _rnntune("models", cwd=tmp_path)  # no runs/tune here, no service configured
+    assert env_free.returncode == 2 and "no MLflow store at" in env_free.stderr
+    assert not (tmp_path / "runs").exists(), "an empty store was created"
+
+
+def test_resume_of_an_unknown_job_names_it_and_the_storage(tmp_path):
+    proc = _rnntune("resume", "nosuchjob", "--storage", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"job_id: no job 'nosuchjob' in {tmp_path}" in proc.stderr
+    assert "Errno" not in proc.stderr and "UserWarning" not in proc.stderr
+
+
+def test_schema_into_a_closed_pipe_ends_quietly():
+    proc = subprocess.run(
+        f"{sys.executable} -m service.cli schema | head -1",
+        shell=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.stdout.strip() == "{" and proc.stderr == ""
+
+
+def test_train_on_a_job_spec_with_a_typo_names_only_the_typo(tmp_path):
+    job = (ROOT / "examples" / "mnist1d.yaml").read_text().replace("cell_type:", "cell_typ:", 1)
+    (tmp_path / "job.yaml").write_text(job)
+    proc = _rnntune("train", str(tmp_path / "job.yaml"))
+    assert proc.returncode == 2
+    problems = proc.stderr.split("invalid spec:\n", 1)[1].strip().splitlines()
+    assert len(problems) == 1 and problems[0].startswith("search_space.cell_typ:"), proc.stderr

@@ -1,4 +1,5 @@
-"""CLI commands that talk to the job service (`submit`, `status`, `logs`, `cancel`, ...) or start it."""
+"""`rnntune` commands that talk to the job service (submit, status, logs, cancel) or start the
+local stack it runs in (up, down)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,36 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Annotated, TypeVar
+
+import typer
 
 from service.client import ServiceClient, ServiceUnreachable
-from service.stack import down, load_stack, up
+from service.stack import down as stop_stack
+from service.stack import load_stack
+from service.stack import up as start_stack
 from service.store import SUCCEEDED, TERMINAL
 from tune.outcome import COMPLETED, EARLY_STOPPED, EXIT_CODE, FAILED_ENDS
 
 T = TypeVar("T")
 
 
-def cmd_up(num_cpus: int | None, allow_paths: list[str] | None = None) -> int:
+def up(
+    num_cpus: Annotated[
+        int | None, typer.Option(help="CPUs the Ray head offers  [default: all of them]")
+    ] = None,
+    allow_path: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="PATH",
+            help="a folder or URL prefix jobs may read data from (repeatable); everything else "
+            "is refused by the service and by the job drivers  [default: the current folder]",
+        ),
+    ] = None,
+) -> int:
     """Start Ray, MLflow and the job service on loopback; print their addresses and the token."""
     print("starting a Ray head, an MLflow server and the job service on 127.0.0.1 ...")
-    stack = up(num_cpus, allow_paths)
+    stack = start_stack(num_cpus, allow_path)
     print(f"job service  {stack.url}  (API docs {stack.url}/docs)")
     print(f"Ray          {stack.ray_address}  (dashboard)")
     print(f"MLflow       {stack.tracking_uri}")
@@ -29,15 +46,22 @@ def cmd_up(num_cpus: int | None, allow_paths: list[str] | None = None) -> int:
     return 0
 
 
-def cmd_down() -> int:
-    n = down()
+def down() -> int:
+    """Stop what `rnntune up` started."""
+    n = stop_stack()
     print(f"stopped {n} processes" if n else "no local stack is running")
     return 0
 
 
-def cmd_submit(spec_path: str, follow: bool) -> int:
+def submit(
+    spec: Annotated[str, typer.Argument(help="the job spec, YAML or JSON")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="stream its log until it ends")
+    ] = False,
+) -> int:
+    """Submit a job spec to the job service."""
     client = ServiceClient.configured()
-    job = client.submit(spec_path)
+    job = client.submit(spec)
     print(f"submitted {job['id']} ({job['status']})")
     if not follow:
         print(f"follow it with `rnntune logs {job['id']} -f` or `rnntune status {job['id']}`")
@@ -105,12 +129,21 @@ class _LogPrinter:
                 self.printed += len(new)
 
 
-def cmd_status(job_id: str | None, status: str | None) -> int:
+def status(
+    job_id: Annotated[
+        str | None, typer.Argument(help="one job  [default: a table of yours]")
+    ] = None,
+    state: Annotated[
+        str | None,
+        typer.Option("--status", help="list only jobs in this state  [default: every state]"),
+    ] = None,
+) -> int:
+    """A job's status, or a table of your jobs."""
     client = ServiceClient.configured()
     if job_id:
         print(_details(client.job(job_id)))
         return 0
-    page = client.jobs(status)
+    page = client.jobs(state)
     print(f"{'job':<40} {'status':<10} {'trials r/ok/es/fail':<19} {'best':>8}  created")
     for j in page["items"]:
         t = j["trials"]
@@ -142,7 +175,12 @@ def _details(j: dict) -> str:
     return "\n".join(lines)
 
 
-def cmd_logs(job_id: str, follow: bool, tail: int) -> int:
+def logs(
+    job_id: Annotated[str, typer.Argument(help="the job")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="stream until it ends")] = False,
+    tail: Annotated[int, typer.Option(help="the last N lines (0: all)")] = 200,
+) -> int:
+    """A job's driver log."""
     client = ServiceClient.configured()
     if follow:
         _reconnecting(_LogPrinter(client, job_id).run)
@@ -151,7 +189,8 @@ def cmd_logs(job_id: str, follow: bool, tail: int) -> int:
     return 0
 
 
-def cmd_cancel(job_id: str) -> int:
+def cancel(job_id: Annotated[str, typer.Argument(help="the job")]) -> int:
+    """Stop a job."""
     job = ServiceClient.configured().cancel(job_id)
     print(
         f"{job['id']}: {job['status']}" + (" (stopping)" if job["status"] not in TERMINAL else "")
