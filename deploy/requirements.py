@@ -1,4 +1,5 @@
-"""Print the project's dependencies (and extras) from pyproject.toml, one per line, without torch.
+"""Print the project's dependencies (and extras) from pyproject.toml, one per line, without torch;
+and the registered model's own requirements (`serving_requirements`).
 
 The Docker build installs torch from its own index first, then these pinned by constraints.txt,
 then the source: so the dependency layer is rebuilt only when pyproject.toml changes.
@@ -18,6 +19,20 @@ def requirements(pyproject: Path, extras: list[str]) -> list[str]:
     for extra in extras:
         deps += project["optional-dependencies"][extra]
     return [d for d in deps if re.split(r"[\[<>=!~ ;]", d, maxsplit=1)[0] != "torch"]
+
+
+# What the serving bundle imports (deploy/pyfunc.py and the lightning_modules it loads).
+SERVING_PACKAGES = ("mlflow", "torch", "numpy", "pandas", "pydantic", "pyyaml")
+
+
+def serving_requirements() -> list[str]:
+    """The registered pyfunc's requirements.txt: each package it imports, pinned to this
+    environment's version; torch without its local build tag (`2.13.0`, not `2.13.0+cpu`), so
+    `mlflow models serve --env-manager virtualenv|uv` installs the index's build. Not rnntune
+    itself: the bundle carries its own code (`code_paths`)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in SERVING_PACKAGES]
 
 
 def main() -> None:

@@ -291,6 +291,50 @@ class TrainSpec(Section):
     def task(self) -> TaskKind:
         return task_of(self.data)
 
+    def ignored_settings(self) -> list[str]:
+        """Settings given a value that this run cannot use, one line each, by name: said once
+        when a run or job starts (a search reports each for the trials it concerns)."""
+        m, language_model = self.model, self.task == "language_model"
+        notes = []
+        if m.dropout > 0 and m.num_layers == 1:
+            notes.append(
+                f"model.dropout: {m.dropout} applies between stacked layers only; with "
+                "num_layers 1 it does nothing (model.output_dropout applies to one layer)"
+            )
+        if m.bidirectional and language_model:
+            notes.append(
+                "model.bidirectional: a character language model reads one way (it predicts "
+                "the next character); ignored"
+            )
+        return notes
+
+    def applied_settings(self) -> dict[str, Any]:
+        """The model and optimiser settings that take effect, flat: what a run's parameters show.
+
+        Left out, because nothing reads them here: `embedding_dim` but for language models,
+        `readout` for per-step tasks, `bidirectional` for language models (always one-way),
+        `forget_bias` but for LSTMs, `dropout` on one layer (PyTorch applies it between
+        layers), `momentum` but for momentum, nesterov and rmsprop, `lr_step_epochs` and
+        `lr_gamma` without the schedule that reads them, the clipping algorithm without
+        clipping, `autoclip_percentile` but for `auto`.
+        """
+        m, o = self.model, self.optim
+        language_model = self.task == "language_model"
+        skip = {
+            "embedding_dim": not language_model,
+            "readout": language_model or self.data.name == "copy",
+            "bidirectional": language_model,
+            "forget_bias": m.cell_type != "lstm",
+            "dropout": m.num_layers == 1,
+            "momentum": o.optimizer not in ("momentum", "nesterov", "rmsprop"),
+            "lr_step_epochs": o.lr_schedule != "step",
+            "lr_gamma": o.lr_schedule not in ("step", "plateau"),
+            "grad_clip_algorithm": o.grad_clip is None and o.grad_clip_algorithm != "auto",
+            "autoclip_percentile": o.grad_clip_algorithm != "auto",
+        }
+        flat = {**m.model_dump(), **o.model_dump()}
+        return {k: v for k, v in flat.items() if not skip.get(k, False)}
+
     def with_params(self, params: dict[str, Any]) -> TrainSpec:
         """A copy with flat hyperparameters (`{"cell_type": "gru", "lr": 0.01}`) set in place."""
         sections = {

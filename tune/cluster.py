@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -28,12 +29,13 @@ def keep_ray_on_loopback() -> None:
     ray_loopback_flag(LOOPBACK_ENV)
 
 
-def ensure_ray(num_cpus: int | None = None) -> None:
-    """Connect to `RAY_ADDRESS` if set, else start an embedded Ray bound to loopback."""
+def ensure_ray(num_cpus: int | None = None, log_level: int = logging.INFO) -> None:
+    """Connect to `RAY_ADDRESS` if set, else start an embedded Ray bound to loopback.
+    `log_level`: Ray's own loggers in this process (WARNING: no "Started a local Ray")."""
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, logging_level=log_level)
         exit_on_sigterm()
         return
     keep_ray_on_loopback()
@@ -42,6 +44,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         num_cpus=num_cpus or os.cpu_count(),
         include_dashboard=False,
         log_to_driver=False,
+        logging_level=log_level,
     )
     exit_on_sigterm()
     start_watchdog()

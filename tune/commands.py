@@ -47,6 +47,9 @@ def run(
     job_id: Annotated[
         str | None, typer.Option(help="the job's id  [default: a new one, printed]")
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Tune's own trial tables instead of the live view")
+    ] = False,
 ) -> int:
     """Run a search job: trials on Ray (embedded, or the cluster in RAY_ADDRESS), tracked in
     MLflow, the best model registered."""
@@ -55,7 +58,7 @@ def run(
     job = load_job_spec(spec)  # validate before the slow imports (Ray, torch)
     from tune.driver import format_summary, run_job
 
-    summary = run_job(job, job_id=job_id)
+    summary = run_job(job, job_id=job_id, verbose=verbose)
     print(format_summary(summary))
     return summary.outcome.exit_code
 
@@ -63,12 +66,15 @@ def run(
 def resume(
     job_id: Annotated[str, typer.Argument(help="the id the interrupted job printed")],
     storage: Annotated[str, typer.Option(help="the job's storage URL")] = DEFAULT_STORAGE,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Tune's own trial tables instead of the live view")
+    ] = False,
 ) -> int:
     """Resume an interrupted job from its storage; it continues the same MLflow parent run."""
     from tune.driver import format_summary, load_stored_spec, run_job
 
     job = load_stored_spec(storage, job_id)
-    summary = run_job(job, job_id=job_id, resume=True)
+    summary = run_job(job, job_id=job_id, resume=True, verbose=verbose)
     print(format_summary(summary))
     return summary.outcome.exit_code
 

@@ -24,8 +24,10 @@ from tune import outcome as O
 from tune import report, schedulers
 from tune.cluster import ensure_ray
 from tune.compat import set_restored_callbacks
+from tune.console import LiveView
+from tune.importance import Importance, importances, log_importance
 from tune.policy import Policy
-from tune.registry import Registration, claim_model_name, job_user, register_best
+from tune.registry import Lineage, Registration, claim_model_name, job_user, register_best
 from tune.resume import ForgetMissingCheckpoints
 from tune.spec import JobSpec, new_job_id, parse_job_spec, with_absolute_data_paths
 from tune.tracking import (
@@ -33,6 +35,7 @@ from tune.tracking import (
     dataset_input,
     existing_trial_runs,
     open_parent_run,
+    open_ui_hint,
     setup_tracking,
 )
 from tune.trainable import (
@@ -82,6 +85,7 @@ class JobSummary:
     errors: list[str] = field(default_factory=list)  # one line per failed trial
     passed_over: list[str] = field(default_factory=list)  # better trials without a checkpoint
     tracking_lost: int = 0  # MLflow writes dropped (refused, or an outage beyond its budget)
+    importance: Importance | None = None  # what mattered, over the trials that measured
 
     @property
     def trials(self) -> int:
@@ -141,8 +145,16 @@ class ReleaseTrainRuns(ray_tune.Callback):
                 fs.delete_dir(info.path)
 
 
-def _tuner(spec: JobSpec, job_id: str, storage: Storage, callback: MlflowTrialLogger, resume: bool):
-    callbacks: list[ray_tune.Callback] = [callback]
+def _tuner(
+    spec: JobSpec,
+    job_id: str,
+    storage: Storage,
+    callbacks: list[ray_tune.Callback],
+    resume: bool,
+    verbose: bool,
+):
+    """`callbacks`: the trial logger first (the live view reads what it recorded)."""
+    callbacks = list(callbacks)
     if spec.resources.workers > 1:
         callbacks.append(ReleaseTrainRuns())
     fn = run_ddp_trial if spec.resources.workers > 1 else run_trial
@@ -191,8 +203,8 @@ def _tuner(spec: JobSpec, job_id: str, storage: Storage, callback: MlflowTrialLo
             storage_filesystem=storage.filesystem,
             checkpoint_config=_checkpoint_config(spec),
             failure_config=ray_tune.FailureConfig(max_failures=spec.storage.max_failures),
-            callbacks=callbacks,  # Tune's own console table shows trials, params and metrics
-            verbose=1,
+            callbacks=callbacks,
+            verbose=1 if verbose else 0,  # 0: tune/console.py's live view instead of Tune's
         ),
     )
 
@@ -215,9 +227,9 @@ STOP_DRAIN_S = 30.0  # a stopped or crashed job waits this long for MLflow to ta
 
 def _best_checkpoint(results, metric: str, mode: str, dest: Path):
     """The best trial that still has a checkpoint, its best-scoring kept checkpoint copied to
-    `dest`, and one line per better trial whose checkpoints are gone (storage lost them, or a
-    resumed search's state named checkpoints pruned after it was saved). (None, None, lines)
-    when no trial has one."""
+    `dest` and that checkpoint's URI, and one line per better trial whose checkpoints are gone
+    (storage lost them, or a resumed search's state named checkpoints pruned after it was
+    saved). (None, None, None, lines) when no trial has one."""
     missing = []
     for attempt, result in enumerate(report.ranked_results(results, metric, mode)):
         kept = [(c, m) for c, m in (result.best_checkpoints or []) if metric in m]
@@ -227,22 +239,35 @@ def _best_checkpoint(results, metric: str, mode: str, dest: Path):
                 folder = ckpt.to_directory(str(dest / str(attempt)))
             except FileNotFoundError:
                 continue
-            return result, Path(folder) / CHECKPOINT_FILE, missing
+            kind = ckpt.filesystem.type_name if ckpt.filesystem else "local"
+            uri = Path(ckpt.path).as_uri() if kind == "local" else f"{kind}://{ckpt.path}"
+            return result, Path(folder) / CHECKPOINT_FILE, uri, missing
         name = Path(result.path).name if result.path else "?"
         missing.append(
             f"{name}: no kept checkpoint under {result.path}" if kept else f"{name}: no checkpoint"
         )
-    return None, None, missing
+    return None, None, None, missing
 
 
-def run_job(spec: JobSpec, job_id: str | None = None, resume: bool = False) -> JobSummary:
-    """Run (or resume) a search job end to end; returns what the summary prints."""
+def run_job(
+    spec: JobSpec, job_id: str | None = None, resume: bool = False, verbose: bool = False
+) -> JobSummary:
+    """Run (or resume) a search job end to end; returns what the summary prints. `verbose`:
+    Tune's own trial tables instead of the live view (tune/console.py)."""
     job_id = job_id or new_job_id(spec)
     spec = with_absolute_data_paths(spec)
     # MLflow's client retries a request for ~2 min by default, and the driver's calls before
     # and after the search have no outage to ride out; the trial logger's writer retries its
     # own writes for as long as an outage lasts (RNNTUNE_TRACKING_OUTAGE_S).
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    # Tune warns, every few seconds of a busy search, that forced state snapshots (one per
+    # checkpoint beyond keep-best-K) "may become a bottleneck": nothing a user can act on.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the summary has it
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Tune's new output engine prints its header even when told to be silent: the old one, at
+    # verbosity 0, prints nothing (the live view speaks); --verbose gets the new one's tables.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if verbose else "0"
     policy = Policy.configured()
     if policy is not None:  # on a cluster: whatever the spec came through, before touching it
         policy.check(spec, on_cluster=True)
@@ -259,16 +284,27 @@ def run_job(spec: JobSpec, job_id: str | None = None, resume: bool = False) -> J
     callback = MlflowTrialLogger(
         tracking, spec, job_id, parent, existing_trial_runs(client, tracking, parent), dataset
     )
-    ensure_ray()
+    notes = spec.ignored_settings()  # said once, by name, and kept on the parent run
+    for note in notes:
+        print(f"rnntune: note: {note}", file=sys.stderr)
+    if notes:
+        client.set_tag(parent, "rnntune.ignored_settings", "\n".join(notes)[:5000])
+    ensure_ray(log_level=logging.INFO if verbose else logging.WARNING)
+    live = None if verbose else LiveView(spec, callback)
     searching = True
     try:
-        results = _tuner(spec, job_id, storage, callback, resume).fit()
+        callbacks = [callback, *([live] if live else [])]
+        results = _tuner(spec, job_id, storage, callbacks, resume, verbose).fit()
         searching = False
+        if live:
+            live.close()
         callback.close_unfinished()  # waits for MLflow if it is down: every write delivered
         if resume and (n := callback.backfill(results)):  # what the killed driver never sent
             print(f"rnntune: logged {n} metric points the interrupted driver had not sent")
         lost = callback.writer.lost + len(callback.writer.parked)
-        return _finish(spec, job_id, tracking, client, parent, results, callback.ends, lost)
+        return _finish(
+            spec, job_id, tracking, client, parent, results, callback.ends, callback.runs, lost
+        )
     except BaseException as e:  # stopped (SIGTERM from `rnntune cancel`, Ctrl-C) or crashed,
         # in the search or after it (testing, registering): the runs end with the cause
         stopped = isinstance(e, KeyboardInterrupt | SystemExit)
@@ -349,29 +385,39 @@ def _finish(
     parent: str,
     results,
     ends: dict[str, O.TrialEnd],
+    runs: dict[str, str],
     tracking_lost: int = 0,
 ) -> JobSummary:
     metric, mode = spec.monitor
-    rows = report.trial_rows(spec, results)
     ends = _ends(results, ends)
+    rows = report.trial_rows(spec, results, ends)
     table = report.cell_table(rows, metric, mode)
-    registration, best_config, best_value = None, {}, None
+    registration, best_config, best_value, importance = None, {}, None, None
     with tempfile.TemporaryDirectory() as tmp:
         if rows:
-            report.comparison_figure(rows, metric, mode, Path(tmp) / "comparison.png")
+            report.comparison_figure(spec, rows, metric, mode, Path(tmp) / "comparison.png")
             client.log_artifact(parent, str(Path(tmp) / "comparison.png"))
             client.log_text(parent, table, "cell_types.md")
+        importance = _importance(spec, results, client, parent, Path(tmp))
         # A trial that raised (its storage full or read-only, a bug) is not a model to ship,
         # whatever it measured before: only trials that ended well are candidates.
         healthy = [r for r in results if _end_of(r, ends) not in O.FAILED_ENDS]
-        best, ckpt, missing = _best_checkpoint(healthy, metric, mode, Path(tmp) / "best")
+        best, ckpt, ckpt_uri, missing = _best_checkpoint(healthy, metric, mode, Path(tmp) / "best")
         if missing:  # a better trial is not the one registered (or none is): say why
             client.set_tag(parent, MISSING_CHECKPOINT_TAG, "; ".join(missing)[:5000])
         if best is not None:
             best_config = dict(best.config)
             best_value = report.best_value(best.metrics_dataframe, metric, mode)
             if spec.registry.enabled:
-                registration = register_best(spec, job_id, parent, tracking.uri, ckpt)
+                trial_id = str(best.metrics.get("trial_id", ""))
+                registration = register_best(
+                    spec,
+                    job_id,
+                    parent,
+                    tracking.uri,
+                    ckpt,
+                    lineage=Lineage(runs.get(trial_id), trial_id, ckpt_uri),
+                )
     if best_value is not None:
         client.log_metric(parent, f"best_{metric}", best_value)
     if tracking_lost:
@@ -379,11 +425,11 @@ def _finish(
     lost = "" if best is not None or not missing else "no checkpoint left: " + missing[0]
     end = O.decide(ends, usable=best_value is not None, stopped=False, cause=lost)
     close_parent(client, parent, end)
-    return JobSummary(
+    summary = JobSummary(
         job_id=job_id,
         parent_run_id=parent,
         tracking_uri=tracking.uri,
-        ui_command=tracking.ui_command,
+        ui_command=open_ui_hint(spec, tracking, job_id, parent),
         outcome=end,
         best_config=best_config,
         best_metric=best_value,
@@ -393,7 +439,42 @@ def _finish(
         errors=[t.reason for t in ends.values() if t.end in O.FAILED_ENDS],
         passed_over=missing if best is not None else [],
         tracking_lost=tracking_lost,
+        importance=importance,
     )
+    client.set_tag(parent, "mlflow.note.content", describe(summary))  # the run's description
+    return summary
+
+
+def _importance(spec: JobSpec, results, client: MlflowClient, parent: str, folder: Path):
+    """fANOVA importances, logged to the parent run; None when too few trials measured."""
+    try:
+        found = importances(spec, results)
+    except Exception as e:  # noqa: BLE001 - a summary statistic never fails the job
+        logger.warning("hyperparameter importance not computed: %s", e)
+        return None
+    if found is not None:
+        log_importance(client, parent, found, spec.monitor[0], folder)
+    return found
+
+
+def describe(s: JobSummary) -> str:
+    """The parent run's description (Markdown): trials, the best one, the model, what mattered."""
+    counts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in s.trial_states.items())
+    lines = [f"**{s.trials} trials** ({counts}); {s.outcome.line().removeprefix('outcome: ')}."]
+    if s.best_metric is not None:
+        config = ", ".join(f"{k}={v}" for k, v in s.best_config.items())
+        lines.append(f"**Best {s.metric}**: {s.best_metric:.4f} ({config}).")
+    if s.registration:
+        r = s.registration
+        verdict = "promoted to champion" if r.promoted else "champion unchanged"
+        lines.append(
+            f"**Registered** `{r.model_name}` v{r.version} ({r.test_metric} {r.test_value:.4f}):"
+            f" {verdict}: {r.reason}."
+        )
+    if s.importance:
+        what, shares = s.importance.line().split(": ", 1)
+        lines.append(f"**{what.capitalize()}**: {shares}.")
+    return "\n\n".join(lines)
 
 
 def load_stored_spec(storage_url: str, job_id: str) -> JobSpec:
@@ -426,8 +507,10 @@ def format_summary(s: JobSummary) -> str:
         lines.append(f"failed trial: {e}")
     for p in s.passed_over[:5]:
         lines.append(f"passed over a better trial, its checkpoints are gone: {p}")
+    if s.importance:
+        lines.append(s.importance.line())
     if s.tracking_lost:
         lines.append(f"{s.tracking_lost} MLflow writes were lost (see the messages above)")
-    lines.append(f"MLflow parent run {s.parent_run_id}; open the UI with:\n  {s.ui_command}")
+    lines.append(f"MLflow parent run {s.parent_run_id}; see every trial with:\n  {s.ui_command}")
     lines.append(s.outcome.line())
     return "\n".join(lines)

@@ -39,6 +39,7 @@ OUTCOME_TAG = "rnntune.outcome"
 CAUSE_TAG = "rnntune.cause"
 TRIAL_END_TAG = "rnntune.trial_end"
 FAILURE_REASON_TAG = "failure_reason"
+REGISTERED_TAG = "rnntune.registered_model"  # on the parent run: models:/NAME/VERSION it made
 
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)): ?(.*)")
 

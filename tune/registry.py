@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import io
 import json
+import logging
 import os
+import sys
 import tempfile
+import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,6 +19,7 @@ import mlflow
 import numpy as np
 from mlflow.data.http_dataset_source import HTTPDatasetSource
 from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import Metric, RunStatus
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
@@ -21,9 +27,12 @@ from mlflow.types import Schema, TensorSpec
 import lightning_modules
 from deploy.inputs import LM_PARAMS
 from deploy.pyfunc import MODEL_FILE, RecurrentModel, save_bundle
+from deploy.requirements import serving_requirements
 from lightning_modules.data import build_data, build_datamodule
 from lightning_modules.metrics import test_name
 from lightning_modules.training import data_info, load_module
+from tune import compat
+from tune.outcome import REGISTERED_TAG
 from tune.spec import JobSpec
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -177,21 +186,39 @@ def job_version(client: MlflowClient, name: str, job_id: str):
     return min(found, key=lambda v: int(v.version)) if found else None
 
 
+@dataclass(frozen=True)
+class Lineage:
+    """Where a registered model came from: the winning trial's child run, the trial, and the
+    checkpoint (URI) it was rebuilt from."""
+
+    run_id: str | None
+    trial_id: str = ""
+    checkpoint_uri: str = ""
+
+
 def register_best(
-    spec: JobSpec, job_id: str, parent_run_id: str, tracking_uri: str, checkpoint: Path
+    spec: JobSpec,
+    job_id: str,
+    parent_run_id: str,
+    tracking_uri: str,
+    checkpoint: Path,
+    lineage: Lineage | None = None,
 ) -> Registration:
-    """Test the best checkpoint once, log it as a pyfunc on the parent run, register and alias it.
+    """Test the best checkpoint once, log it as a pyfunc on the winning trial's run (the
+    parent's without one), register and alias it; the version's tags name the job, trial,
+    checkpoint and data, and the parent run names the version.
 
     Idempotent per job: the version is created with all its tags (job id first among them) in
     one call, so a driver killed at any point and resumed finds it and only redoes the aliases.
     """
+    lineage = lineage or Lineage(None)
     client = MlflowClient(tracking_uri)
     name = spec.registry.model_name or spec.name
     claim_model_name(client, name, job_user())  # checked at the job's start; again, just before
     version = job_version(client, name, job_id)
     if version is None:
         version = _log_and_register(
-            name, job_id, spec.monitor, parent_run_id, tracking_uri, checkpoint
+            name, job_id, spec.monitor, parent_run_id, tracking_uri, checkpoint, lineage
         )
     tags = version.tags
     tname, mode = tags["metric"], tags["mode"]
@@ -219,6 +246,7 @@ def register_best(
     client.set_tag(
         parent_run_id, "champion_decision", ("promoted: " if promote else "kept: ") + reason
     )
+    client.set_tag(parent_run_id, REGISTERED_TAG, f"models:/{name}/{version.version}")
     return reg
 
 
@@ -229,8 +257,9 @@ def _log_and_register(
     parent_run_id: str,
     tracking_uri: str,
     checkpoint: Path,
+    lineage: Lineage,
 ):
-    """Tests the checkpoint, logs the pyfunc on the parent run and creates its version."""
+    """Tests the checkpoint, logs the pyfunc on the winning trial's run and creates its version."""
     module = load_module(checkpoint)
     trial_spec = module.spec
     data = build_data(trial_spec.data, trial_spec.trainer.seed)
@@ -248,13 +277,23 @@ def _log_and_register(
         "mode": mode,
         "metric_names": json.dumps(sorted(metrics)),
         **{k: repr(v) for k, v in metrics.items()},
-        "config": json.dumps({**trial_spec.model.model_dump(), **trial_spec.optim.model_dump()}),
+        "config": json.dumps(trial_spec.applied_settings()),
+        "parent_run_id": parent_run_id,
+        **({"trial_id": lineage.trial_id} if lineage.trial_id else {}),
+        **({"checkpoint": lineage.checkpoint_uri} if lineage.checkpoint_uri else {}),
     }
     mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    client.log_batch(
+        parent_run_id, metrics=[Metric(k, v, _now_ms(), 0) for k, v in metrics.items()]
+    )
+    source_run = lineage.run_id or parent_run_id
+    ended = client.get_run(source_run).info  # reopening the trial's run must not change its end
     with (
         tempfile.TemporaryDirectory() as tmp,
-        mlflow.start_run(run_id=parent_run_id),
+        mlflow.start_run(run_id=source_run),
         warnings.catch_warnings(),
+        _quiet_mlflow(),
     ):
         warnings.simplefilter("ignore", UserWarning)  # integer-column and cloudpickle hints
         mlflow.log_input(
@@ -276,6 +315,33 @@ def _log_and_register(
             ],
             signature=signature,
             input_example=example,
+            pip_requirements=serving_requirements(),
         )
         mlflow.log_metrics(metrics)
-        return mlflow.register_model(info.model_uri, name, tags=tags)
+        version = mlflow.register_model(info.model_uri, name, tags=tags)
+    if lineage.run_id and ended.end_time:  # the trial's run ends as and when it had ended
+        compat.tracking_store(client).update_run_info(
+            source_run, RunStatus.from_string(ended.status), ended.end_time, None
+        )
+    return version
+
+
+@contextlib.contextmanager
+def _quiet_mlflow():
+    """MLflow's progress chatter while logging and registering ("Validating input example",
+    "Registered model ... already exists", "Created version"), shown only if it fails."""
+    logger = logging.getLogger("mlflow")
+    level, said = logger.level, io.StringIO()
+    logger.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stderr(said):
+            yield
+    except BaseException:
+        sys.stderr.write(said.getvalue())
+        raise
+    finally:
+        logger.setLevel(level)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from tune.spec import JobSpec
+from tune.spec import Choice, Distribution, Grid, JobSpec, LogUniform
 from tune.trainable import NON_FINITE
 
 
@@ -24,6 +25,8 @@ class TrialRow:
     mean_epoch_s: float
     status: str
     curve: list[float]
+    params: dict[str, Any] = field(default_factory=dict)  # the trial's searched values
+    end: str = "completed"  # how it ended (tune.outcome's trial ends)
 
 
 def measured(df, metric: str) -> list[float]:
@@ -59,8 +62,10 @@ def ranked_results(results, metric: str, mode: str) -> list:
     return [r for r, _ in scored]
 
 
-def trial_rows(spec: JobSpec, results) -> list[TrialRow]:
-    """One row per trial of a Tune ResultGrid (trials with no report are left out)."""
+def trial_rows(spec: JobSpec, results, ends: dict | None = None) -> list[TrialRow]:
+    """One row per trial of a Tune ResultGrid (trials with no report are left out); `ends`:
+    trial id -> tune.outcome.TrialEnd, how each ended."""
+    searched = [k for k, v in spec.space.items() if isinstance(v, Distribution)]
     metric, mode = spec.monitor
     rows = []
     for r in results:
@@ -73,9 +78,11 @@ def trial_rows(spec: JobSpec, results) -> list[TrialRow]:
         epoch_s = df["epoch_time_s"].mean() if "epoch_time_s" in df else math.nan
         diverged = "diverged" in df and bool(df["diverged"].iloc[-1])
         status = "diverged" if diverged else ("error" if r.error else "ok")
+        trial_id = str(r.metrics.get("trial_id", r.path.rsplit("/", 1)[-1]))
+        end = (ends or {}).get(trial_id)
         rows.append(
             TrialRow(
-                trial_id=str(r.metrics.get("trial_id", r.path.rsplit("/", 1)[-1])),
+                trial_id=trial_id,
                 cell_type=t.model.cell_type,
                 num_layers=t.model.num_layers,
                 hidden_size=t.model.hidden_size,
@@ -87,6 +94,8 @@ def trial_rows(spec: JobSpec, results) -> list[TrialRow]:
                 mean_epoch_s=float(epoch_s),
                 status=status,
                 curve=curve,
+                params={k: r.config[k] for k in searched if k in r.config},
+                end=end.end if end else ("diverged" if diverged else "completed"),
             )
         )
     return rows
@@ -118,54 +127,116 @@ def cell_table(rows: list[TrialRow], metric: str, mode: str) -> str:
     return "\n".join(lines)
 
 
-def comparison_figure(rows: list[TrialRow], metric: str, mode: str, path: Path) -> Path:
-    """Best metric vs hidden size, depth and clip threshold by cell type; top-5 learning curves."""
+def _is_categorical(dist, values: list) -> bool:
+    """Choices, grids, booleans and strings are categories; so are integers with few values
+    (layers 1, 2, 3: ticks 1.2, 1.4, ... would say otherwise)."""
+    if isinstance(dist, Choice | Grid):
+        return True
+    if any(isinstance(v, bool | str) for v in values):
+        return True
+    return all(isinstance(v, int) for v in values) and len(set(values)) <= 6
+
+
+MARKERS = {"completed": "o", "early_stopped": "x", "diverged": "v", "error": "v"}
+
+
+def comparison_figure(
+    spec: JobSpec, rows: list[TrialRow], metric: str, mode: str, path: Path
+) -> Path:
+    """Best metric against every searched parameter (categorical axes for choices and small
+    integers, log for log-uniform), coloured by cell type, marked by how each trial ended; and
+    the learning curves of the top five trials, each its own colour."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter
 
+    space = {k: v for k, v in spec.space.items() if isinstance(v, Distribution)}
+    names = list(space) or ["hidden_size"]
     cells = sorted({r.cell_type for r in rows})
     colors = {c: plt.cm.tab10(i) for i, c in enumerate(cells)}
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    for ax, attr, label in (
-        (axes[0, 0], "hidden_size", "hidden size"),
-        (axes[0, 1], "num_layers", "layers"),
-        (axes[1, 0], "grad_clip", "gradient clip threshold"),
-    ):
-        for cell in cells:
-            pts = [
-                (getattr(r, attr), r.best)
-                for r in rows
-                if r.cell_type == cell and getattr(r, attr) is not None
-            ]
-            if pts:
-                ax.scatter(*zip(*pts, strict=True), label=cell, color=colors[cell], alpha=0.8)
-        ax.set_xlabel(label)
-        ax.set_ylabel(f"best {metric}")
-        if attr == "grad_clip":
+    n = len(names) + 1
+    cols = min(3, n)
+    nrows = -(-n // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.6 * nrows), squeeze=False)
+    flat = list(axes.flat)
+    for ax, name in zip(flat, names, strict=False):
+        values = [r.params.get(name) for r in rows]
+        dist = space.get(name)
+        positions = None  # category -> x, for categorical axes
+        if _is_categorical(dist, [v for v in values if v is not None]):
+            order = sorted({str(v) for v in values if v is not None}, key=_natural)
+            positions = {v: i for i, v in enumerate(order)}
+            ax.set_xticks(range(len(order)), order)
+            ax.set_xlim(-0.5, len(order) - 0.5)
+        elif isinstance(dist, LogUniform):
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(  # 2 and 5 of each decade: 0.002, 0.005, 0.01
+                FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}".lstrip("0.")[:1] in "25" else "")
+            )
+        for i, r in enumerate(rows):
+            v = r.params.get(name)
+            if v is None:
+                continue
+            # categories: a small spread, so trials with one value do not hide each other
+            x = v if positions is None else positions[str(v)] + 0.06 * ((i % 5) - 2)
+            ax.scatter(
+                x,
+                r.best,
+                color=colors[r.cell_type],
+                marker=MARKERS.get(r.end, "o"),
+                s=36,
+                alpha=0.85,
+            )
+        ax.set_xlabel(name)
+        ax.set_ylabel(f"best {metric}")
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(title="cell_type")
+    ax = flat[len(names)]
     top = sorted(rows, key=lambda r: -r.best if mode == "max" else r.best)[:5]
-    ax = axes[1, 1]
-    for r in top:
-        ax.plot(
-            range(1, len(r.curve) + 1),
-            r.curve,
-            color=colors[r.cell_type],
-            marker=".",
-            label=f"{r.cell_type} L{r.num_layers} h{r.hidden_size}",
-        )
+    for rank, r in enumerate(top):
+        epochs = range(1, len(r.curve) + 1)
+        values = " ".join(_short(r.params.get(k)) for k in names[:3])
+        label = f"#{rank + 1} {values}: {r.best:.4f}"
+        ax.plot(epochs, r.curve, color=plt.cm.Dark2(rank), marker=".", label=label)
+        if r.end == "early_stopped":
+            ax.plot(len(r.curve), r.curve[-1], color=plt.cm.Dark2(rank), marker="x", ms=9)
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
-    ax.set_title("learning curves of the top trials")
-    ax.legend(fontsize=8)
+    ax.set_title("learning curves of the top 5 trials", fontsize=10)
+    ax.legend(fontsize=7, loc="best", title=" ".join(names[:3]), title_fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    for ax in flat[n:]:
+        ax.axis("off")
+    handles = [Line2D([], [], color=colors[c], marker="o", ls="", label=c) for c in cells]
+    handles += [
+        Line2D([], [], color="grey", marker=m, ls="", label=e.replace("_", "-"))
+        for e, m in (("completed", "o"), ("early_stopped", "x"), ("diverged", "v"))
+        if any(r.end == e or (e == "diverged" and r.end == "error") for r in rows)
+    ]
+    fig.legend(handles=handles, loc="upper right", fontsize=8, title="cell type / end")
+    early = sum(r.end == "early_stopped" for r in rows)
+    fig.suptitle(
+        f"{spec.name}: best {metric} ({'higher' if mode == 'max' else 'lower'} is better) over "
+        f"{len(rows)} trials, {early} early-stopped"
+    )
+    fig.tight_layout(rect=(0, 0, 0.88, 0.95))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def _natural(text: str):
+    try:
+        return (0, float(text), text)
+    except ValueError:
+        return (1, 0.0, text)
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def summary_text(rows: list[TrialRow], metric: str, mode: str) -> str:

@@ -189,6 +189,28 @@ class JobSpec(_Strict):
     def max_epochs(self) -> int:
         return self.budget.max_epochs or self.trainer.max_epochs
 
+    def ignored_settings(self) -> list[str]:
+        """Settings of this job that some or all of its trials cannot use, by name, said once
+        when the job starts (`TrainSpec.ignored_settings` for the fixed settings)."""
+        base = self.base_train_spec()
+        notes = [n for n in base.ignored_settings() if not n.startswith("model.dropout")]
+        layers = self.space.get("num_layers", base.model.num_layers)
+        one_layer = 1 in (
+            candidate_values(layers) if isinstance(layers, Distribution) else [layers]
+        )
+        dropout = self.space.get("dropout", base.model.dropout)
+        if one_layer and (isinstance(dropout, Distribution) or dropout):
+            notes.append(
+                "model.dropout: applies between stacked layers only; trials with num_layers 1 "
+                "run without it (model.output_dropout applies to one layer)"
+            )
+        if self.trainer.threads is not None:
+            notes.append(
+                f"trainer.threads: {self.trainer.threads} is replaced in a search by "
+                f"resources.cpus ({self.resources.cpus:g}) torch threads per trial"
+            )
+        return notes
+
     def base_train_spec(self) -> TrainSpec:
         trainer = self.trainer.model_copy(update={"max_epochs": self.max_epochs})
         return TrainSpec(data=self.data, model=self.model, optim=self.optim, trainer=trainer)
@@ -299,8 +321,12 @@ def new_job_id(spec: JobSpec) -> str:
 
 
 def trial_count(spec: JobSpec) -> int:
-    """Trials the search will run: the grid's size for grid search, else `num_samples`."""
-    return grid_size(spec) if spec.search.algorithm == "grid" else spec.search.num_samples
+    """Trials the search will run: the grid's size for grid search; else `num_samples` times
+    the `grid:` axes, which Tune expands for every sample."""
+    if spec.search.algorithm == "grid":
+        return grid_size(spec)
+    axes = [len(d.grid) for d in spec.space.values() if isinstance(d, Grid)]
+    return math.prod(axes) * spec.search.num_samples
 
 
 def grid_size(spec: JobSpec) -> int:

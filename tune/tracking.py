@@ -32,7 +32,7 @@ from tune import compat
 from tune import outcome as O
 from tune.outcome import JOB_TAG, PARENT_TAG, TRIAL_TAG
 from tune.registry import job_user
-from tune.spec import JobSpec, embedded_tracking_uri
+from tune.spec import DEFAULT_STORAGE, JobSpec, embedded_tracking_uri
 from tune.trainable import DIVERGED, DIVERGED_REASON, NON_FINITE, REPORTED
 from tune.writer import OrderedWriter
 
@@ -44,7 +44,6 @@ MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
 class Tracking:
     uri: str
     experiment_id: str
-    ui_command: str
     reserve: str | None = None  # the embedded store's reserve file (see `hold_reserve`)
 
     def release_reserve(self) -> bool:
@@ -84,18 +83,12 @@ def setup_tracking(spec: JobSpec, local_root: Path | None) -> Tracking:
     reserve = None
     if spec.tracking.uri:
         uri, artifacts = spec.tracking.uri, None
-        ui = (
-            f"open {uri} (MLflow UI)"
-            if uri.startswith("http")
-            else f"mlflow ui --backend-store-uri {uri}"
-        )
     else:
         root = (local_root or Path("runs")).resolve()
         root.mkdir(parents=True, exist_ok=True)
         reserve = hold_reserve(root)
         uri = embedded_tracking_uri(root)
         artifacts = (root / "mlartifacts").as_uri()
-        ui = f"mlflow ui --backend-store-uri {uri} --default-artifact-root {artifacts} --port 5000"
     client = MlflowClient(uri)
     if artifacts is not None:
         _commit_without_fsync(client)
@@ -104,7 +97,22 @@ def setup_tracking(spec: JobSpec, local_root: Path | None) -> Tracking:
     exp_id = (
         exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifacts)
     )
-    return Tracking(uri, exp_id, ui, reserve)
+    return Tracking(uri, exp_id, reserve)
+
+
+def run_url(base: str, experiment_id: str, run_id: str) -> str:
+    """A run's page in the MLflow UI at `base` (http://host:port)."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def open_ui_hint(spec: JobSpec, tracking: Tracking, job_id: str, parent_id: str) -> str:
+    """The one command (or URL) that shows this job's runs."""
+    if tracking.uri.startswith("http"):
+        return f"open {run_url(tracking.uri, tracking.experiment_id, parent_id)}"
+    if spec.tracking.uri:  # a database URI of the user's
+        return f"rnntune ui {job_id} --tracking-uri {tracking.uri}"
+    storage = "" if spec.storage.url == DEFAULT_STORAGE else f" --storage {spec.storage.url}"
+    return f"rnntune ui {job_id}{storage}"
 
 
 def _commit_without_fsync(client: MlflowClient) -> None:
@@ -160,10 +168,35 @@ def dataset_input(spec: JobSpec) -> DatasetInput:
     return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train/val/test")])
 
 
+BEST_EPOCH = "best_epoch"  # the epoch of a trial's best value of the job's metric
+
+
+def best_name(metric: str) -> str:
+    """`val_acc` -> `best_val_acc`: a trial's best epoch's value (its latest value is the best
+    so far)."""
+    return f"best_{metric}"
+
+
+def improves(value: float, best: tuple[float, int] | None, mode: str) -> bool:
+    if not math.isfinite(value):
+        return False
+    return best is None or (value > best[0] if mode == "max" else value < best[0])
+
+
+def source_tags() -> dict[str, str]:
+    """Who ran it and what: the UI's User and Source columns, on the parent and every trial."""
+    return {
+        "mlflow.user": job_user(),
+        "mlflow.source.type": "JOB",
+        "mlflow.source.name": "rnntune (python -m tune)",
+    }
+
+
 def trial_params(spec: JobSpec, config: dict[str, Any]) -> dict[str, str]:
-    """The full, flat hyperparameters of a trial: the same names in every child run."""
+    """A trial's hyperparameters, flat, with the same name in every child run: those that take
+    effect for its model and optimiser (`TrainSpec.applied_settings`), seed, epochs, data."""
     trial = spec.trial_spec(config)
-    flat = {**trial.model.model_dump(), **trial.optim.model_dump()}
+    flat = trial.applied_settings()
     flat.update(
         seed=trial.trainer.seed, max_epochs=trial.trainer.max_epochs, dataset=trial.data.name
     )
@@ -192,7 +225,7 @@ def open_parent_run(
             JOB_TAG: job_id,
             "rnntune.dataset": spec.data.name,
             "rnntune.kind": "job",
-            "mlflow.user": job_user(),
+            **source_tags(),
         },
     )
     metric, mode = spec.monitor
@@ -289,6 +322,10 @@ class MlflowTrialLogger(ray_tune.Callback):
         # run id -> the last epoch logged to it: a trial restarted from an older checkpoint
         # (a retry, a resumed job) trains some epochs again; MLflow keeps their first values.
         self.logged_through: dict[str, int] = {}
+        # trial_id -> (best value of the job's metric, its epoch): logged as best_<metric> and
+        # best_epoch whenever it improves, so MLflow's compare page ranks trials by their best
+        # epoch, the definition of "best" the summary and the registry use.
+        self.best: dict[str, tuple[float, int]] = {}
         self._client: MlflowClient | None = None
         self._writer: OrderedWriter | None = None
 
@@ -333,7 +370,7 @@ class MlflowTrialLogger(ray_tune.Callback):
             if trial_id in self.resumed:
                 self.resumed.discard(trial_id)
                 config = dict(trial.config)
-                self._write(trial_id, lambda run_id: self._reopen(run_id, config))
+                self._write(trial_id, lambda run_id: self._reopen(trial_id, run_id, config))
             self._record_new_config(trial)
             return
         self.trials.add(trial_id)
@@ -348,7 +385,7 @@ class MlflowTrialLogger(ray_tune.Callback):
     def _log_params(self, run_id: str, params: dict[str, str]) -> None:
         self.client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
 
-    def _reopen(self, run_id: str, config: dict) -> None:
+    def _reopen(self, trial_id: str, run_id: str, config: dict) -> None:
         """A trial of an earlier, killed driver restarts: its run is RUNNING again, with params.
 
         The run may have ended before the kill (Tune's saved state can predate a trial's end),
@@ -358,6 +395,11 @@ class MlflowTrialLogger(ray_tune.Callback):
             self._log_params(run_id, trial_params(self.spec, config))
         history = self.client.get_metric_history(run_id, REPORTED[0])
         self.logged_through[run_id] = max((m.step for m in history), default=0)
+        metric, _ = self.spec.monitor
+        best = self.client.get_metric_history(run_id, best_name(metric))
+        if best and trial_id not in self.best:
+            last = max(best, key=lambda m: m.step)
+            self.best[trial_id] = (last.value, last.step)
         self.client.update_run(run_id, status="RUNNING")
 
     def on_trial_restore(self, iteration: int, trials: list, trial, **info) -> None:
@@ -401,6 +443,15 @@ class MlflowTrialLogger(ray_tune.Callback):
             for k in REPORTED
             if k in result and k not in skip
         ]
+        metric, mode = self.spec.monitor
+        value = result.get(metric)
+        if value is not None and metric not in skip and not result.get(DIVERGED):
+            if improves(float(value), self.best.get(trial_id), mode):
+                self.best[trial_id] = (float(value), step)
+                metrics += [
+                    Metric(best_name(metric), float(value), now, step),
+                    Metric(BEST_EPOCH, float(step), now, step),
+                ]
         self.buffered.setdefault(trial_id, []).extend(metrics)
         last = self.flushed_at.get(trial_id)
         if last is None or time.monotonic() - last >= FLUSH_EVERY_S:
@@ -508,10 +559,32 @@ class MlflowTrialLogger(ray_tune.Callback):
                     have.add(step)
                     when = int(float(row.get("timestamp", time.time())) * 1000)
                     missing.append(Metric(key, float(value), when, step))
+            missing += self._backfill_best(run_id, df)
             for i in range(0, len(missing), MAX_METRICS_PER_BATCH):
                 self.client.log_batch(run_id, metrics=missing[i : i + MAX_METRICS_PER_BATCH])
             sent += len(missing)
         return sent
+
+    def _backfill_best(self, run_id: str, df) -> list[Metric]:
+        """best_<metric> and best_epoch at the best stored epoch, if the run lacks them."""
+        metric, mode = self.spec.monitor
+        if metric not in df:
+            return []
+        best, when = None, 0
+        for _, row in df.iterrows():
+            imputed = metric in str(row.get(NON_FINITE) or "").split(",")
+            if imputed or row.get(DIVERGED):
+                continue
+            if improves(float(row[metric]), best, mode):
+                best = (float(row[metric]), int(row["epoch"]))
+                when = int(float(row.get("timestamp", time.time())) * 1000)
+        have = {m.step for m in self.client.get_metric_history(run_id, best_name(metric))}
+        if best is None or best[1] in have:
+            return []
+        return [
+            Metric(best_name(metric), best[0], when, best[1]),
+            Metric(BEST_EPOCH, float(best[1]), when, best[1]),
+        ]
 
 
 class _RunCreation:
@@ -536,6 +609,11 @@ class _RunCreation:
         run = lg.client.create_run(
             lg.tracking.experiment_id,
             run_name=f"{lg.job_id}-{self.trial_id}",
-            tags={PARENT_TAG: lg.parent_id, JOB_TAG: lg.job_id, TRIAL_TAG: self.trial_id},
+            tags={
+                PARENT_TAG: lg.parent_id,
+                JOB_TAG: lg.job_id,
+                TRIAL_TAG: self.trial_id,
+                **source_tags(),
+            },
         )
         lg.runs[self.trial_id] = run.info.run_id

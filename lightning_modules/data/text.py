@@ -75,21 +75,28 @@ class ContiguousWindows:
             yield self.x[:, i : i + self.seq_len], self.y[:, i : i + self.seq_len]
 
 
+# Validation and test read this many parallel streams whatever the training batch size: each
+# stream starts from a zero state and up to streams - 1 tail characters are dropped, so with the
+# training batch size, val_bpc would change with `batch_size` and a search over it would compare
+# different measurements.
+EVAL_STREAMS = 16
+
+
 class TextDataModule(SequenceDataModule):
     def train_dataloader(self):
-        return self._windows(self.data.train.x)
+        return self._windows(self.data.train.x, self.batch_size)
 
     def val_dataloader(self):
-        return self._windows(self.data.val.x)
+        return self._windows(self.data.val.x, EVAL_STREAMS)
 
     def test_dataloader(self):
-        return self._windows(self.data.test.x)
+        return self._windows(self.data.test.x, EVAL_STREAMS)
 
-    def _windows(self, tokens: torch.Tensor) -> ContiguousWindows:
+    def _windows(self, tokens: torch.Tensor, streams: int) -> ContiguousWindows:
         rank, world = data_parallel_rank(self)
         if world > 1:
             # Equal contiguous stretches per rank (the last < world tokens dropped): the same
             # number of windows everywhere, and each rank's streams stay contiguous for TBPTT.
             size = len(tokens) // world
             tokens = tokens[rank * size : (rank + 1) * size]
-        return ContiguousWindows(tokens, self.batch_size, self.data.seq_len)
+        return ContiguousWindows(tokens, streams, self.data.seq_len)

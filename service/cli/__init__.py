@@ -43,7 +43,7 @@ app.command("train")(exits(local.train))
 add_job_commands(app)
 app.add_typer(data_app, name="data")
 data_app.command("inspect")(exits(local.data_inspect))
-for fn in (local.schema, local.models, local.promote, local.serve):
+for fn in (local.schema, local.models, local.promote, local.serve, local.ui):
     app.command(fn.__name__)(exits(fn))
 for fn in (remote.up, remote.down, remote.submit, remote.status, remote.logs, remote.cancel):
     app.command(fn.__name__)(exits(fn))

@@ -4,6 +4,8 @@ serve (`run` and `resume` are `tune.commands`)."""
 from __future__ import annotations
 
 import json
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -49,6 +51,8 @@ def train(
 
     if max_epochs is not None:
         train_spec = train_spec.with_params({"max_epochs": max_epochs})
+    for note in train_spec.ignored_settings():
+        print(f"rnntune: note: {note}", file=sys.stderr)
     out = Path(output_dir or f"runs/{Path(spec).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     m = train_spec.model
     print(
@@ -271,3 +275,66 @@ def data_inspect(
 
     print(format_report(inspect(cfg, sample)))
     return 0
+
+
+def ui(
+    job_id: Annotated[
+        str | None, typer.Argument(help="the job whose runs to show  [default: the latest]")
+    ] = None,
+    storage: Annotated[
+        str, typer.Option(help="the job's storage folder (its embedded MLflow store)")
+    ] = DEFAULT_STORAGE,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MLFLOW_TRACKING_URI",
+            help="an MLflow server or database instead of the embedded store  [default: none]",
+        ),
+    ] = None,
+    port: Annotated[int, typer.Option(help="the UI's port (0: a free one)")] = 0,
+) -> int:
+    """Open the MLflow UI on a job's runs: prints the URL of its parent run (the comparison of
+    its trials) and serves the embedded store on 127.0.0.1 until Ctrl-C."""
+    from mlflow.tracking import MlflowClient
+
+    from tune.tracking import run_url
+
+    uri = tracking_uri or embedded_tracking_uri(storage)
+    if uri.startswith("http"):  # a server: its UI is up already
+        print(run_url(uri, *_parent_run(MlflowClient(uri), job_id)))
+        return 0
+    store = Path(uri.removeprefix("sqlite:///"))
+    if not uri.startswith("sqlite:///") or store.name != "mlflow.db" or not store.exists():
+        raise FileNotFoundError(
+            f"--storage: no embedded MLflow store at {store} (an http:// --tracking-uri, or the "
+            "storage folder a job ran with)"
+        )
+    experiment, parent = _parent_run(MlflowClient(uri), job_id)
+    from service.stack import start_mlflow, stop, wait_ready
+
+    server = start_mlflow(store.parent, port or None)
+    try:
+        wait_ready(server, "/health", timeout=120)
+        print(f"MLflow UI: {run_url(server.url, experiment, parent)}  (Ctrl-C stops it)")
+        sys.stdout.flush()
+        while server.alive():
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan it
+        stop(server)
+    return 0
+
+
+def _parent_run(client, job_id: str | None):
+    """(experiment id, run id) of the job's parent run (the latest job's when `job_id` is None)."""
+    from tune.outcome import JOB_TAG, PARENT_TAG
+
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    where = f"tags.`{JOB_TAG}` = '{job_id}'" if job_id else f"tags.`{JOB_TAG}` != ''"
+    runs = client.search_runs(experiments, where, order_by=["attributes.start_time DESC"])
+    parents = [r for r in runs if PARENT_TAG not in r.data.tags]
+    if not parents:
+        raise ValueError(f"job_id: no job {job_id!r} in this store" if job_id else "no job here")
+    return parents[0].info.experiment_id, parents[0].info.run_id

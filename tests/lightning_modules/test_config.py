@@ -74,3 +74,37 @@ def test_with_params_routes_flat_hyperparameters():
 def test_field_names_unique_across_sections():
     names = [set(cls.model_fields) for cls in (ModelConfig, OptimConfig, TrainerConfig)]
     assert not (names[0] & names[1]) and not (names[0] & names[2]) and not (names[1] & names[2])
+
+
+def test_applied_settings_keep_what_takes_effect():
+    lstm = TrainSpec.model_validate(
+        {
+            "data": {"name": "text", "url": "x.txt"},
+            "model": {"cell_type": "lstm", "num_layers": 2},
+            "optim": {"optimizer": "rmsprop", "lr_schedule": "step", "grad_clip": 1.0},
+        }
+    ).applied_settings()
+    for kept in ("forget_bias", "dropout", "momentum", "lr_step_epochs", "lr_gamma"):
+        assert kept in lstm, kept
+    assert lstm["embedding_dim"] == 64 and lstm["grad_clip_algorithm"] == "norm"
+    assert "bidirectional" not in lstm and "readout" not in lstm  # a language model
+    auto = TrainSpec.model_validate(
+        {"data": {"name": "digits"}, "optim": {"grad_clip_algorithm": "auto"}}
+    ).applied_settings()
+    assert auto["autoclip_percentile"] == 10.0 and "embedding_dim" not in auto
+    assert "lr_gamma" not in auto and "momentum" not in auto
+
+
+def test_settings_that_cannot_apply_are_named():
+    one = TrainSpec.model_validate(
+        {"data": {"name": "digits"}, "model": {"num_layers": 1, "dropout": 0.3}}
+    )
+    assert [n.split(":")[0] for n in one.ignored_settings()] == ["model.dropout"]
+    text = TrainSpec.model_validate(
+        {"data": {"name": "text", "url": "x.txt"}, "model": {"bidirectional": True}}
+    )
+    assert [n.split(":")[0] for n in text.ignored_settings()] == ["model.bidirectional"]
+    fine = TrainSpec.model_validate(
+        {"data": {"name": "digits"}, "model": {"num_layers": 2, "dropout": 0.3}}
+    )
+    assert fine.ignored_settings() == []

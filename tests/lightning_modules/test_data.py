@@ -131,3 +131,17 @@ def test_tensor_batches_cover_split_once_and_reshuffle():
     dm = build_datamodule(DigitsData(), d, batch_size=32, seed=0)
     x, lengths, y = next(iter(dm.train_dataloader()))
     assert x.shape == (32, 8, 8) and lengths is None and y.shape == (32,)
+
+
+def test_language_model_evaluation_does_not_depend_on_batch_size():
+    text = "the cat sat on the mat and the dog ate the log. " * 200
+    fsspec.filesystem("memory").pipe("/t/eval.txt", text.encode())
+    cfg = TextData(url="memory:///t/eval.txt", seq_len=16)
+    d = build_data(cfg, seed=0)
+    loaders = [build_datamodule(cfg, d, batch_size=b, seed=0) for b in (4, 64)]
+    for split in ("val_dataloader", "test_dataloader"):
+        a, b = (list(getattr(dm, split)()) for dm in loaders)
+        assert len(a) == len(b) and all(
+            torch.equal(x, y) for (x, _), (y, _) in zip(a, b, strict=True)
+        )
+    assert next(iter(loaders[0].train_dataloader()))[0].shape[0] == 4  # training streams do

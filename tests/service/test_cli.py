@@ -4,12 +4,21 @@ every command and option has help and a stated default."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 from tests.conftest import ROOT
+
+# No job service, MLflow server or local stack of other tests: each command finds only what
+# its own test made.
+CLEAN_ENV = {
+    **{k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RNNTUNE_URL")},
+    "RNNTUNE_HOME": tempfile.mkdtemp(prefix="rnntune-home-"),
+}
 
 
 def _rnntune(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
@@ -19,6 +28,7 @@ def _rnntune(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=300,
+        env=CLEAN_ENV,
     )
 
 
@@ -189,3 +199,45 @@ def test_train_on_a_job_spec_with_a_typo_names_only_the_typo(tmp_path):
     assert proc.returncode == 2
     problems = proc.stderr.split("invalid spec:\n", 1)[1].strip().splitlines()
     assert len(problems) == 1 and problems[0].startswith("search_space.cell_typ:"), proc.stderr
+
+
+@pytest.mark.slow  # an MLflow server of its own
+def test_ui_serves_the_embedded_store_and_prints_the_jobs_run(tmp_path):
+    """`rnntune ui JOB`: the MLflow UI on the job's embedded store, at its parent run's page."""
+    import signal
+    import time
+    import urllib.request
+
+    from mlflow.tracking import MlflowClient
+
+    store = tmp_path / "runs" / "tune"
+    store.mkdir(parents=True)
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    exp = client.create_experiment("ui-test", artifact_location=(store / "mlartifacts").as_uri())
+    parent = client.create_run(exp, tags={"rnntune.job_id": "job-1"}).info.run_id
+    client.create_run(exp, tags={"rnntune.job_id": "job-1", "mlflow.parentRunId": parent})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "ui", "job-1"],
+        cwd=tmp_path,
+        env=CLEAN_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()  # printed once the UI answers
+        assert f"/#/experiments/{exp}/runs/{parent}" in line, line + proc.stderr.read()
+        base = line.split("MLflow UI: ", 1)[1].split("/#/", 1)[0]
+        with urllib.request.urlopen(f"{base}/health", timeout=10) as answer:
+            assert answer.status == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    time.sleep(1)
+    try:  # the server went with it
+        urllib.request.urlopen(f"{base}/health", timeout=3)
+        raise AssertionError("the MLflow UI outlived `rnntune ui`")
+    except OSError:
+        pass
+    missing = _rnntune("ui", "nosuch", cwd=tmp_path)
+    assert missing.returncode == 2 and "job_id: no job 'nosuch' in this store" in missing.stderr

@@ -66,16 +66,17 @@ def test_a_trial_whose_checkpoints_are_gone_is_passed_over_and_named(tmp_path):
     second = _trial(tmp_path, "second", [0.7, 0.6])
     third = _trial(tmp_path, "third", [0.4])
     dest = tmp_path / "dest"
-    result, ckpt, missing = _best_checkpoint([third, second, best], "val_acc", "max", dest)
+    result, ckpt, uri, missing = _best_checkpoint([third, second, best], "val_acc", "max", dest)
     assert result is best and ckpt.read_text() == "best epoch 1" and missing == []
+    assert uri == (tmp_path / "best" / "checkpoint_000001").as_uri()  # the source, not the copy
     shutil.rmtree(tmp_path / "best" / "checkpoint_000001")  # its best epoch's checkpoint only
-    result, ckpt, missing = _best_checkpoint([third, second, best], "val_acc", "max", dest / "a")
+    result, ckpt, _, missing = _best_checkpoint([third, second, best], "val_acc", "max", dest / "a")
     assert result is best and ckpt.read_text() == "best epoch 0" and missing == []
     shutil.rmtree(tmp_path / "best")
-    result, ckpt, missing = _best_checkpoint([third, second, best], "val_acc", "max", dest / "b")
+    result, ckpt, _, missing = _best_checkpoint([third, second, best], "val_acc", "max", dest / "b")
     assert result is second and ckpt.read_text() == "second epoch 0"
     assert len(missing) == 1 and missing[0].startswith("best: no kept checkpoint")
     shutil.rmtree(tmp_path / "second")
     shutil.rmtree(tmp_path / "third")
-    result, ckpt, missing = _best_checkpoint([third, second, best], "val_acc", "max", dest / "c")
+    result, ckpt, _, missing = _best_checkpoint([third, second, best], "val_acc", "max", dest / "c")
     assert result is None and ckpt is None and len(missing) == 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
@@ -73,13 +75,22 @@ def test_asha_job_tracks_one_parent_and_four_children(asha_job, mlflow_server):
         assert [m.step for m in history] == list(range(1, len(history) + 1))
         assert run.info.status == "FINISHED"  # early-stopped trials are not failures
         assert run.data.tags["rnntune.trial_end"] in ("completed", "early_stopped")
+        best = max(m.value for m in history)  # the compare page ranks by the best epoch
+        assert run.data.metrics["best_val_acc"] == best
+        assert history[int(run.data.metrics["best_epoch"]) - 1].value == best
+    assert summary.best_metric == max(r.data.metrics["best_val_acc"] for r in children)
     artifacts = {a.path for a in client.list_artifacts(summary.parent_run_id)}
     assert {
         "comparison.png",
         "cell_types.md",
         "job_spec.json",
         "champion_decision.json",
+        "importance.json",
+        "importance.png",
     } <= artifacts
+    note = parents[0].data.tags["mlflow.note.content"]  # the run's description in the UI
+    assert "**4 trials**" in note and "**Best val_acc**" in note and "**What mattered" in note
+    assert summary.importance is not None and list(summary.importance.shares) == ["lr"]
 
 
 def test_asha_stops_hopeless_trials_early(asha_job, mlflow_server):
@@ -111,6 +122,22 @@ def test_champion_registered_and_pyfunc_reproduces_test_accuracy(asha_job, mlflo
     pred = model.predict(data.test.x.numpy())
     acc = float((pred["label"].to_numpy() == data.test.y.numpy()).mean())
     assert acc == pytest.approx(float(champion.tags["test_acc"]), abs=0.005)
+    # lineage: the version's run is the winning trial's, and its tags say where it came from
+    trial_run = client.get_run(champion.run_id)
+    assert trial_run.data.tags[PARENT_TAG] == summary.parent_run_id
+    assert champion.tags["trial_id"] == trial_run.data.tags["rnntune.trial_id"]
+    assert champion.tags["job_id"] == summary.job_id
+    assert champion.tags["parent_run_id"] == summary.parent_run_id
+    assert "/checkpoint_" in champion.tags["checkpoint"] and champion.tags["data_fingerprint"]
+    assert trial_run.data.metrics["best_val_acc"] == summary.best_metric
+    assert trial_run.info.status == "FINISHED" and "test_acc" in trial_run.data.metrics
+    parent = client.get_run(summary.parent_run_id)
+    assert parent.data.tags["rnntune.registered_model"] == f"models:/mnist1d-test/{reg.version}"
+    # portable: what it imports, pinned (torch without +cpu), and not this editable package
+    reqs = Path(mlflow.pyfunc.get_model_dependencies("models:/mnist1d-test@champion"))
+    lines = reqs.read_text().split()
+    assert any(line.startswith("torch==") and "+" not in line for line in lines), lines
+    assert not [line for line in lines if line.startswith("rnntune")], lines
     probs = pred[[f"prob_{i}" for i in range(10)]].to_numpy()
     assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
 

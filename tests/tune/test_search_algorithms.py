@@ -114,13 +114,15 @@ def test_pbt_job_runs_and_exploits(ray_local, mlflow_server, tmp_path):
 
 
 def test_checkpoints_on_s3(moto_s3, mlflow_server, tmp_path, ray_env):
-    """A job whose storage is s3:// (moto): trials checkpoint there; the best is registered."""
+    """A job whose storage is s3:// (moto): trials checkpoint there; the best is registered.
+    Its console is the live view: a line per trial and the summary, no Ray or MLflow noise."""
     import s3fs
 
     raw = _digits_job(
         tmp_path,
         mlflow_server,
         "s3-test",
+        search_space={"hidden_size": {"grid": [8, 12, 16]}},
         budget={"max_epochs": 2},
         registry={"model_name": "s3-test-model"},
     )
@@ -144,6 +146,13 @@ def test_checkpoints_on_s3(moto_s3, mlflow_server, tmp_path, ray_env):
     assert any(f.endswith("model.ckpt") for f in files), files
     assert any(f.endswith("job_spec.json") for f in files)
     assert "registered s3-test-model v1" in proc.stdout
+    console = (proc.stdout + proc.stderr).splitlines()
+    assert len(console) < 40, "\n".join(console)
+    assert not [line for line in console if "snapshotting" in line or "Warning" in line]
+    ended = [line for line in console if " hidden_size=" in line and "completed after 2" in line]
+    assert len(ended) == 3 and {line.split()[0] for line in ended} == {"1/3", "2/3", "3/3"}
+    assert "job s3job: 3 trials (3 completed)" in proc.stdout
+    assert "3/3 trials done | 0 running | 0 early-stopped | 0 failed | best val_acc" in proc.stdout
 
 
 def test_killed_driver_resumes_without_duplicate_runs(mlflow_server, tmp_path, ray_env):

@@ -96,3 +96,20 @@ def test_job_spec_schema_is_json_schema():
     assert {"data", "search_space", "scheduler", "resources", "storage"} <= set(
         schema["properties"]
     )
+
+
+def test_job_names_settings_some_trials_cannot_use():
+    job = parse_job_spec(
+        {
+            "data": {"name": "digits"},
+            "model": {"dropout": 0.2},
+            "trainer": {"threads": 2},
+            "search_space": {"num_layers": {"choice": [1, 2]}},
+        }
+    )
+    notes = job.ignored_settings()
+    assert [n.split(":")[0] for n in notes] == ["model.dropout", "trainer.threads"]
+    assert "trials with num_layers 1 run without it" in notes[0]
+    assert "resources.cpus (1)" in notes[1]
+    stacked = parse_job_spec({"data": {"name": "digits"}, "search_space": {"num_layers": 2}})
+    assert stacked.ignored_settings() == []

@@ -147,3 +147,50 @@ def test_which_failures_are_an_outage():
     assert not transient(MlflowException("Run 'x' not found", RESOURCE_DOES_NOT_EXIST))
     assert not transient(MlflowException("bad", INVALID_PARAMETER_VALUE))
     assert not transient(OSError(28, "No space left on device"))
+
+
+def test_child_run_carries_its_best_epoch_not_its_last(store):
+    _, _, client = store
+    logger, trial = _logger(store, "best"), _trial("best_0000")
+    logger.on_trial_start(0, [trial], trial)
+    for epoch, acc in ((1, 0.5), (2, 0.8), (3, 0.7), (4, float("nan"))):
+        result = {"epoch": epoch, "val_acc": acc, "non_finite": "val_acc" if acc != acc else ""}
+        logger.on_trial_result(0, [trial], trial, result)
+    logger.on_trial_complete(0, [trial], trial)
+    _wait(logger)
+    run = client.get_run(logger.runs[trial.trial_id])
+    assert run.data.metrics["val_acc"] == 0.7  # MLflow's latest: the last finite epoch
+    assert run.data.metrics["best_val_acc"] == 0.8 and run.data.metrics["best_epoch"] == 2
+    assert logger.best[trial.trial_id] == (0.8, 2)
+
+
+def test_child_run_params_are_those_that_apply(store):
+    _, _, client = store
+    logger = _logger(store, "applied")
+    trial = Trial(
+        "run_trial",
+        config={"cell_type": "gru", "num_layers": 1, "optimizer": "adam"},
+        stub=True,
+        trial_id="app_0000",
+    )
+    logger.on_trial_start(0, [trial], trial)
+    logger.on_trial_complete(0, [trial], trial)
+    _wait(logger)
+    params = client.get_run(logger.runs[trial.trial_id]).data.params
+    assert {"cell_type", "num_layers", "hidden_size", "lr", "optimizer"} <= set(params)
+    # a GRU has no forget gate, one layer no inter-layer dropout, Adam no momentum, digits no
+    # characters to embed, no schedule reads lr_gamma, nothing clips
+    for absent in ("forget_bias", "dropout", "momentum", "embedding_dim", "lr_gamma"):
+        assert absent not in params, absent
+    assert "grad_clip_algorithm" not in params and "autoclip_percentile" not in params
+
+
+def test_child_runs_carry_the_user_and_source(store):
+    _, _, client = store
+    logger, trial = _logger(store, "who"), _trial("who_0000")
+    logger.on_trial_start(0, [trial], trial)
+    _wait(logger)
+    tags = client.get_run(logger.runs[trial.trial_id]).data.tags
+    parent_tags = client.get_run(logger.parent_id).data.tags
+    for key in ("mlflow.user", "mlflow.source.type", "mlflow.source.name"):
+        assert tags[key] and tags[key] == parent_tags[key], key
