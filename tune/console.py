@@ -12,6 +12,7 @@ from typing import TextIO
 from ray import tune as ray_tune
 
 from tune import outcome as O
+from tune.report import short
 from tune.spec import Distribution, JobSpec, trial_count
 from tune.tracking import MlflowTrialLogger
 
@@ -31,7 +32,7 @@ class LiveView(ray_tune.Callback):
         self.total = trial_count(spec)
         self.searched = [k for k, v in spec.space.items() if isinstance(v, Distribution)]
         self.running: set[str] = set()
-        self.done = 0
+        self.done = len(logger.ends)  # a resumed job counts the trials its first driver ended
         self.started = time.monotonic()
         self.shown_at = 0.0
         self._stream = stream
@@ -65,11 +66,11 @@ class LiveView(ray_tune.Callback):
         self.done += 1
         end = self.logger.ends.get(trial.trial_id, O.TrialEnd(O.COMPLETED))
         self._print(self.trial_line(trial, end))
-        self._status(force=True)
+        self._status(force=self.stream.isatty())  # in a log, the trial line says enough
 
     def trial_line(self, trial, end: O.TrialEnd) -> str:
         metric, _ = self.spec.monitor
-        config = " ".join(f"{k}={_short(trial.config.get(k))}" for k in self.searched)
+        config = " ".join(f"{k}={short(trial.config.get(k))}" for k in self.searched)
         epochs = int((trial.last_result or {}).get("epoch", 0))
         text = (
             f"{self.done:>3}/{self.total} {trial.trial_id}  {config}  {end.end.replace('_', '-')}"
@@ -130,9 +131,4 @@ class LiveView(ray_tune.Callback):
         self.stream.write(self.status_line() + "\n")
         self.stream.flush()
         self._status_shown = False
-
-
-def _short(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
+        self.shown_at = time.monotonic()

@@ -462,7 +462,7 @@ def describe(s: JobSummary) -> str:
     counts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in s.trial_states.items())
     lines = [f"**{s.trials} trials** ({counts}); {s.outcome.line().removeprefix('outcome: ')}."]
     if s.best_metric is not None:
-        config = ", ".join(f"{k}={v}" for k, v in s.best_config.items())
+        config = ", ".join(f"{k}={report.short(v, 4)}" for k, v in s.best_config.items())
         lines.append(f"**Best {s.metric}**: {s.best_metric:.4f} ({config}).")
     if s.registration:
         r = s.registration
@@ -496,7 +496,8 @@ def format_summary(s: JobSummary) -> str:
     if s.cell_table:
         lines += ["best trial per cell type:", s.cell_table]
     if s.best_metric is not None:
-        lines.append(f"best {s.metric}: {s.best_metric:.4f} with {s.best_config}")
+        config = ", ".join(f"{k}={report.short(v, 4)}" for k, v in s.best_config.items())
+        lines.append(f"best {s.metric}: {s.best_metric:.4f} with {config}")
     r = s.registration
     if r:
         verdict = "promoted to champion" if r.promoted else "champion unchanged"

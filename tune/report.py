@@ -198,7 +198,7 @@ def comparison_figure(
     top = sorted(rows, key=lambda r: -r.best if mode == "max" else r.best)[:5]
     for rank, r in enumerate(top):
         epochs = range(1, len(r.curve) + 1)
-        values = " ".join(_short(r.params.get(k)) for k in names[:3])
+        values = " ".join(short(r.params.get(k)) for k in names[:3])
         label = f"#{rank + 1} {values}: {r.best:.4f}"
         ax.plot(epochs, r.curve, color=plt.cm.Dark2(rank), marker=".", label=label)
         if r.end == "early_stopped":
@@ -235,8 +235,9 @@ def _natural(text: str):
         return (1, 0.0, text)
 
 
-def _short(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+def short(value, digits: int = 3) -> str:
+    """A searched value as people read it: floats to `digits` significant digits."""
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
 def summary_text(rows: list[TrialRow], metric: str, mode: str) -> str:
