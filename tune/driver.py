@@ -473,7 +473,7 @@ def describe(s: JobSummary) -> str:
         )
     if s.importance:
         what, shares = s.importance.line().split(": ", 1)
-        lines.append(f"**{what.capitalize()}**: {shares}.")
+        lines.append(f"**{what[0].upper()}{what[1:]}**: {shares}.")
     return "\n\n".join(lines)
 
 
