@@ -376,7 +376,12 @@ _UNION_TAGS = set(TASK_OF_DATASET)
 
 
 class SpecError(ValueError):
-    """A spec file that cannot be read or does not validate; the message names each field."""
+    """A spec file that cannot be read or does not validate; the message names each field, and
+    `source` the file (or document) when the message does not."""
+
+    def __init__(self, message: str, source: str | None = None) -> None:
+        super().__init__(message)
+        self.source = source
 
 
 def read_spec_file(path: str | Path) -> object:
@@ -403,7 +408,7 @@ def validate_spec(model: type[BaseModel], raw: object, source: str):
     try:
         return model.model_validate(raw)
     except ValidationError as e:
-        raise SpecError(format_validation_error(e)) from e
+        raise SpecError(format_validation_error(e), source) from e
 
 
 def load_train_spec(path: str | Path) -> TrainSpec:

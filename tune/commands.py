@@ -95,7 +95,7 @@ def guarded(fn: Callable[..., int], *args, **kwargs) -> int:
     except JobFailed as e:  # the outcome line is out already
         return _say(e, EXIT_CODE[FAILED])
     except SpecError as e:
-        return _say(f"invalid spec:\n{e}", 2)
+        return _say(f"invalid spec{f' {e.source}' if e.source else ''}:\n{e}", 2)
     except PolicyViolation as e:
         problems = "\n".join(f"{f}: {m}" for f, m in e.problems)
         return _say(f"refused by the cluster's policy:\n{problems}", 2)

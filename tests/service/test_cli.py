@@ -37,6 +37,7 @@ def test_train_bad_spec_names_field(tmp_path):
     bad.write_text("data: {name: digits}\nmodel: {cell_type: lstn, hidden_size: 0}\n")
     proc = _rnntune("train", str(bad))
     assert proc.returncode == 2
+    assert proc.stderr.startswith(f"rnntune: invalid spec {bad}:\n")  # the README's header
     assert "model.cell_type: unknown cell type 'lstn'" in proc.stderr
     assert "model.hidden_size:" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -197,7 +198,7 @@ def test_train_on_a_job_spec_with_a_typo_names_only_the_typo(tmp_path):
     (tmp_path / "job.yaml").write_text(job)
     proc = _rnntune("train", str(tmp_path / "job.yaml"))
     assert proc.returncode == 2
-    problems = proc.stderr.split("invalid spec:\n", 1)[1].strip().splitlines()
+    problems = proc.stderr.split(".yaml:\n", 1)[1].strip().splitlines()
     assert len(problems) == 1 and problems[0].startswith("search_space.cell_typ:"), proc.stderr
 
 
