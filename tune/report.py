@@ -163,14 +163,14 @@ def comparison_figure(
     fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.6 * nrows), squeeze=False)
     flat = list(axes.flat)
     for ax, name in zip(flat, names, strict=False):
-        values = [r.params.get(name) for r in rows]
+        values = [_value(r, name) for r in rows]
         dist = space.get(name)
         positions = None  # category -> x, for categorical axes
         if _is_categorical(dist, [v for v in values if v is not None]):
             order = sorted({str(v) for v in values if v is not None}, key=_natural)
             positions = {v: i for i, v in enumerate(order)}
             ax.set_xticks(range(len(order)), order)
-            ax.set_xlim(-0.5, len(order) - 0.5)
+            ax.set_xlim(-0.5, max(len(order), 1) - 0.5)
         elif isinstance(dist, LogUniform):
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -178,7 +178,7 @@ def comparison_figure(
                 FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}".lstrip("0.")[:1] in "25" else "")
             )
         for i, r in enumerate(rows):
-            v = r.params.get(name)
+            v = _value(r, name)
             if v is None:
                 continue
             # categories: a small spread, so trials with one value do not hide each other
@@ -226,6 +226,11 @@ def comparison_figure(
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def _value(row: TrialRow, name: str):
+    """A trial's value of `name`: searched, else the row's own field (nothing searched)."""
+    return row.params.get(name, getattr(row, name, None))
 
 
 def _natural(text: str):

@@ -72,16 +72,25 @@ def _digits(n: int = 64) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def mlflow_scoring(models, mlflow_server, tmp_path_factory):
-    """`mlflow models serve` for the champion classifier and the character model."""
+    """`mlflow models serve` for the champion classifier and the character model, each in a
+    virtualenv MLflow builds from the model's own requirements.txt: the registered model serves
+    without this project, Lightning or Ray installed (the two share one environment)."""
     log = tmp_path_factory.mktemp("mlflow-serve")
     procs, urls = [], {}
     for name in (CLASSIFIER, LANGUAGE_MODEL):
         port = free_port()
         argv = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}@champion"]
-        argv += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+        argv += ["--env-manager", "virtualenv", "-h", "127.0.0.1", "-p", str(port)]
         urls[name] = f"http://127.0.0.1:{port}"
-        env = {"MLFLOW_TRACKING_URI": mlflow_server}
-        procs.append(start_ready(name, argv, env, log, urls[name], "/ping", timeout=180))
+        env = {"MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_ENV_ROOT": str(log / "envs")}
+        # the first start creates the environment: pip installs torch, mlflow, ... (~2 min)
+        procs.append(start_ready(name, argv, env, log, urls[name], "/ping", timeout=900))
+    envs = list((log / "envs").iterdir())
+    assert len(envs) == 1, envs  # one environment from the shared requirements
+    site = next((envs[0] / "lib").glob("python3*/site-packages"))
+    installed = {p.name.split("-")[0].lower() for p in site.glob("*.dist-info")}
+    assert {"torch", "mlflow", "numpy"} <= installed, installed
+    assert not installed & {"rnntune", "pytorch_lightning", "ray"}, installed
     yield urls
     stop(*procs)
 
