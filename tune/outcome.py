@@ -106,3 +106,8 @@ def decide(ends: dict[str, TrialEnd], usable: bool, stopped: bool, cause: str = 
     else:
         kind = SUCCEEDED
     return Outcome(kind, counts, first)
+
+
+def run_url(base: str, experiment_id: str, run_id: str) -> str:
+    """A run's page in the MLflow UI at `base` (http://host:port): the CLI and the service."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"

@@ -100,15 +100,10 @@ def setup_tracking(spec: JobSpec, local_root: Path | None) -> Tracking:
     return Tracking(uri, exp_id, reserve)
 
 
-def run_url(base: str, experiment_id: str, run_id: str) -> str:
-    """A run's page in the MLflow UI at `base` (http://host:port)."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-
-
 def open_ui_hint(spec: JobSpec, tracking: Tracking, job_id: str, parent_id: str) -> str:
     """The one command (or URL) that shows this job's runs."""
     if tracking.uri.startswith("http"):
-        return f"open {run_url(tracking.uri, tracking.experiment_id, parent_id)}"
+        return f"open {O.run_url(tracking.uri, tracking.experiment_id, parent_id)}"
     if spec.tracking.uri:  # a database URI of the user's
         return f"rnntune ui {job_id} --tracking-uri {tracking.uri}"
     storage = "" if spec.storage.url == DEFAULT_STORAGE else f" --storage {spec.storage.url}"

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from service.store import Job, JobStatus
+from tune.outcome import run_url
 
 
 class FieldError(BaseModel):
@@ -51,7 +52,7 @@ class JobOut(BaseModel):
     def of(cls, job: Job, ui_base: str | None, stale: str | None = None) -> JobOut:
         url = None
         if ui_base and job.parent_run_id and job.experiment_id:
-            url = f"{ui_base}/#/experiments/{job.experiment_id}/runs/{job.parent_run_id}"
+            url = run_url(ui_base, job.experiment_id, job.parent_run_id)
         return cls(
             id=job.id,
             name=job.name,

@@ -297,7 +297,7 @@ def ui(
     its trials) and serves the embedded store on 127.0.0.1 until Ctrl-C."""
     from mlflow.tracking import MlflowClient
 
-    from tune.tracking import run_url
+    from tune.outcome import run_url
 
     uri = tracking_uri or embedded_tracking_uri(storage)
     if uri.startswith("http"):  # a server: its UI is up already
