@@ -30,6 +30,7 @@ from tune.policy import Policy
 from tune.registry import Lineage, Registration, claim_model_name, job_user, register_best
 from tune.resume import ForgetMissingCheckpoints
 from tune.spec import JobSpec, new_job_id, parse_job_spec, with_absolute_data_paths
+from tune.system_metrics import start_system_metrics
 from tune.tracking import (
     MlflowTrialLogger,
     dataset_input,
@@ -291,11 +292,13 @@ def run_job(
         client.set_tag(parent, "rnntune.ignored_settings", "\n".join(notes)[:5000])
     ensure_ray(log_level=logging.INFO if verbose else logging.WARNING)
     live = None if verbose else LiveView(spec, callback)
+    system = start_system_metrics(client, parent, callback.writer.submit)
     searching = True
     try:
         callbacks = [callback, *([live] if live else [])]
         results = _tuner(spec, job_id, storage, callbacks, resume, verbose).fit()
         searching = False
+        system.stop()
         if live:
             live.close()
         callback.close_unfinished()  # waits for MLflow if it is down: every write delivered
@@ -308,6 +311,7 @@ def run_job(
     except BaseException as e:  # stopped (SIGTERM from `rnntune cancel`, Ctrl-C) or crashed,
         # in the search or after it (testing, registering): the runs end with the cause
         stopped = isinstance(e, KeyboardInterrupt | SystemExit)
+        system.stop()
         try:
             callback.close_unfinished(
                 stopped_by="job stopped" if stopped else "job failed", timeout=STOP_DRAIN_S

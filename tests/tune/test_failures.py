@@ -255,7 +255,11 @@ def test_a_search_rides_out_an_mlflow_outage_and_delivers_every_epoch_in_order(t
         [rnntune, "run", str(spec), "--job-id", "outage"],
         stdout=out,
         stderr=err,
-        env={**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"},
+        env={
+            **os.environ,
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+            "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1",
+        },
     )
     client = MlflowClient(url)
     try:
@@ -284,6 +288,10 @@ def test_a_search_rides_out_an_mlflow_outage_and_delivers_every_epoch_in_order(t
             assert stamps == sorted(stamps)  # logged in the order they were trained
             during = [m for m in history if down < m.timestamp < up]
             assert len(during) >= 5, (len(during), down, up)  # training went on meanwhile
+        cpu = client.get_metric_history(parent.info.run_id, "system/cpu_utilization_percentage")
+        assert [m.step for m in sorted(cpu, key=lambda m: m.step)] == list(range(len(cpu)))
+        # sampled every second while MLflow was down (the search may end before it is back)
+        assert len([m for m in cpu if down < m.timestamp < up]) >= 2, (down, up, cpu)
         stderr = (tmp_path / "err.log").read_text()
         assert "unreachable" in stderr and "back after" in stderr, stderr[-3000:]
         assert "writes were lost" not in (tmp_path / "out.log").read_text()

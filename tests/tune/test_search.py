@@ -88,6 +88,10 @@ def test_asha_job_tracks_one_parent_and_four_children(asha_job, mlflow_server):
         "importance.json",
         "importance.png",
     } <= artifacts
+    system = parents[0].data.metrics  # the job's machine, on the UI's "System metrics" tab
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(
+        system
+    )
     note = parents[0].data.tags["mlflow.note.content"]  # the run's description in the UI
     assert "**4 trials**" in note and "**Best val_acc**" in note and "**What mattered" in note
     assert summary.importance is not None and list(summary.importance.shares) == ["lr"]

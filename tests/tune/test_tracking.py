@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
@@ -9,9 +12,17 @@ from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 from sqlalchemy.exc import OperationalError
 
+from service.stack import free_port
 from tune import tracking as tracking_module
 from tune import writer as writer_module
 from tune.spec import parse_job_spec
+from tune.system_metrics import (
+    INTERVAL_ENV,
+    NODE_TAG,
+    PREFIX,
+    SystemMetrics,
+    start_system_metrics,
+)
 from tune.tracking import MlflowTrialLogger, TrialRuns, open_parent_run, setup_tracking
 from tune.writer import OrderedWriter, transient
 
@@ -194,3 +205,50 @@ def test_child_runs_carry_the_user_and_source(store):
     parent_tags = client.get_run(logger.parent_id).data.tags
     for key in ("mlflow.user", "mlflow.source.type", "mlflow.source.name"):
         assert tags[key] and tags[key] == parent_tags[key], key
+
+
+def _system_points(client: MlflowClient, run_id: str, name: str = "cpu_utilization_percentage"):
+    return sorted(client.get_metric_history(run_id, PREFIX + name), key=lambda m: m.step)
+
+
+def test_system_metrics_sample_the_machine_onto_the_parent_run_and_resume_their_steps(
+    store, monkeypatch
+):
+    spec, tracking, client = store
+    parent = open_parent_run(client, tracking, spec, "system")
+    writer = OrderedWriter(tracking.uri)
+    sampler = SystemMetrics(client, parent, writer.submit, interval=0.2).start()
+    assert "CPUMonitor" in sampler.names  # GPUMonitor joins where NVML finds a GPU
+    time.sleep(1.1)
+    sampler.stop()
+    assert writer.drain(30) and writer.lost == 0
+    cpu = _system_points(client, parent)
+    assert len(cpu) >= 4 and [m.step for m in cpu] == list(range(len(cpu)))
+    assert all(0 <= m.value <= 100 for m in cpu)
+    assert [m.timestamp for m in cpu] == sorted(m.timestamp for m in cpu)
+    memory = _system_points(client, parent, "system_memory_usage_megabytes")
+    assert len(memory) == len(cpu) and all(m.value > 0 for m in memory)
+    assert _system_points(client, parent, "disk_usage_percentage")
+    # a resumed job's driver goes on from the next step, and names its host
+    monkeypatch.setenv(INTERVAL_ENV, "0.2")
+    again = start_system_metrics(client, parent, writer.submit)
+    time.sleep(0.5)
+    again.stop()
+    assert writer.drain(30)
+    steps = [m.step for m in _system_points(client, parent)]
+    assert steps == list(range(len(steps))) and len(steps) > len(cpu)
+    assert client.get_run(parent).data.tags[NODE_TAG] == socket.gethostname()
+
+
+def test_system_metrics_stop_at_once_while_mlflow_is_down_and_keep_their_samples(monkeypatch):
+    """MLflow's own monitor ends for good at the first unreachable request, and its `finish()`
+    waits on it: here samples queue on the writer, and stopping does not wait for MLflow."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    down = MlflowClient(f"http://127.0.0.1:{free_port()}")
+    writer = OrderedWriter("down", give_up_after_s=5)  # then gives up: the test is over
+    sampler = SystemMetrics(down, "0" * 32, writer.submit, interval=0.1).start()
+    time.sleep(0.6)
+    started = time.monotonic()
+    sampler.stop()
+    assert time.monotonic() - started < 1.0
+    assert writer.queued >= 5 and writer.lost == 0  # held for MLflow's return, none dropped
