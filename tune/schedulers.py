@@ -17,7 +17,7 @@ from ray.tune.schedulers import (
 )
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 
-from tune.spec import PBT_MUTABLE, Choice, Grid, JobSpec, LogUniform, RandInt, SearchValue, Uniform
+from tune.spec import Choice, Grid, JobSpec, LogUniform, RandInt, SearchValue, Uniform
 
 
 def to_tune(dist: SearchValue, grid: bool = False) -> Any:
@@ -42,21 +42,8 @@ def param_space(spec: JobSpec) -> dict[str, Any]:
 
 
 def _pbt_mutations(spec: JobSpec) -> dict[str, Any]:
-    """PBT explores lr, clip threshold and dropout: the spec's ranges, or sensible defaults."""
-    defaults = {
-        "lr": ray_tune.loguniform(1e-4, 1e-1),
-        "grad_clip": ray_tune.loguniform(0.1, 10.0),
-        "dropout": ray_tune.uniform(0.0, 0.5),
-    }
-    space = spec.space
-    out = {}
-    for key in PBT_MUTABLE:
-        dist = space.get(key)
-        if dist is not None and not isinstance(dist, (bool, int, float, str)):
-            out[key] = to_tune(dist)
-        elif key != "dropout" or spec.model.num_layers > 1 or "num_layers" in space:
-            out[key] = defaults[key]
-    return out
+    """What PBT explores (`JobSpec.pbt_explored`), as Tune domains."""
+    return {key: to_tune(dist) for key, (dist, _) in spec.pbt_explored().items()}
 
 
 def scheduler(spec: JobSpec) -> TrialScheduler:
@@ -103,13 +90,13 @@ def search_algorithm(spec: JobSpec, limit: int | None = None) -> Searcher | Basi
 
 
 def pbt_initial_space(spec: JobSpec) -> dict[str, Any]:
-    """PBT needs every mutated key in the initial config too."""
+    """PBT needs every mutated key in the initial config too: those outside the search space
+    start at the spec's fixed setting."""
     space = param_space(spec)
     base = spec.base_train_spec()
     for key in _pbt_mutations(spec):
         if key not in space:
-            value = getattr(base.optim, key, None) if key != "dropout" else base.model.dropout
-            space[key] = value if value is not None else 1.0
+            space[key] = base.model.dropout if key == "dropout" else getattr(base.optim, key)
     return space
 
 

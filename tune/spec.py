@@ -61,6 +61,20 @@ SearchValue = Distribution | Scalar
 
 SEARCHABLE = set(ModelConfig.model_fields) | set(OptimConfig.model_fields) | {"seed", "patience"}
 PBT_MUTABLE = ("lr", "grad_clip", "dropout")
+# What PBT explores a mutable key over when the search space gives it no range
+PBT_DEFAULT_RANGES: dict[str, Distribution] = {
+    "lr": LogUniform(loguniform=(1e-4, 1e-1)),
+    "grad_clip": LogUniform(loguniform=(0.1, 10.0)),
+    "dropout": Uniform(uniform=(0.0, 0.5)),
+}
+
+
+def describe_range(dist: SearchValue) -> str:
+    """`loguniform(0.0001, 0.1)`, `choice(0.01, 0.1)`: a distribution as the spec writes it."""
+    if isinstance(dist, Distribution):
+        (kind, values), *_ = dist.model_dump().items()
+        return f"{kind}({', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in values)})"
+    return repr(dist)
 
 
 def candidate_values(dist: SearchValue) -> list[Scalar]:
@@ -204,12 +218,46 @@ class JobSpec(_Strict):
                 "model.dropout: applies between stacked layers only; trials with num_layers 1 "
                 "run without it (model.output_dropout applies to one layer)"
             )
+        if self.scheduler.name == "pbt":
+            for key, (dist, default) in self.pbt_explored().items():
+                if default:
+                    section = "model" if key in ModelConfig.model_fields else "optim"
+                    notes.append(
+                        f"{section}.{key}: PBT explores it over {describe_range(dist)}, a default "
+                        f"range (search_space.{key}: a range to change it, a value to keep it fixed)"
+                    )
         if self.trainer.threads is not None:
             notes.append(
                 f"trainer.threads: {self.trainer.threads} is replaced in a search by "
                 f"resources.cpus ({self.resources.cpus:g}) torch threads per trial"
             )
         return notes
+
+    def pbt_explored(self) -> dict[str, tuple[Distribution, bool]]:
+        """What PBT mutates, each with whether its range is a default: lr, clip threshold and
+        dropout over the search space's ranges (a grid's values as choices). One the space
+        leaves out is explored over `PBT_DEFAULT_RANGES` if it applies: clipping only when the
+        spec clips (PBT does not turn it on), dropout only with stacked layers. One the space
+        fixes to a value stays fixed."""
+        space, base = self.space, self.base_train_spec()
+        layers = space.get("num_layers", base.model.num_layers)
+        stacked = max(int(v) for v in candidate_values(layers)) > 1
+        explored: dict[str, tuple[Distribution, bool]] = {}
+        for key in PBT_MUTABLE:
+            dist = space.get(key)
+            if isinstance(dist, Grid):
+                explored[key] = (Choice(choice=dist.grid), False)
+            elif isinstance(dist, Distribution):
+                explored[key] = (dist, False)
+            elif key in space:
+                continue
+            elif key == "grad_clip" and base.optim.grad_clip is None:
+                continue
+            elif key == "dropout" and not stacked:
+                continue
+            else:
+                explored[key] = (PBT_DEFAULT_RANGES[key], True)
+        return explored
 
     def base_train_spec(self) -> TrainSpec:
         trainer = self.trainer.model_copy(update={"max_epochs": self.max_epochs})
@@ -258,6 +306,11 @@ class JobSpec(_Strict):
         if self.scheduler.name == "pbt" and self.search.algorithm == "optuna":
             raise ValueError(
                 "scheduler.name: pbt mutates hyperparameters itself; use random search"
+            )
+        if self.scheduler.name == "pbt" and not self.pbt_explored():
+            raise ValueError(
+                "scheduler.name: pbt explores lr, grad_clip or dropout, and this spec fixes lr, "
+                "does not clip and has one layer; give search_space.lr (or another) a range"
             )
         metric, _ = DEFAULT_MONITOR[self.base_train_spec().task]
         allowed = {metric, "val_loss", "train_loss"}

@@ -178,13 +178,46 @@ def test_scheduler_leaves_metric_and_mode_to_the_tuner():
         assert sched._metric is None and sched._mode is None, name
 
 
-def test_pbt_mutations_use_defaults_for_keys_outside_the_space():
+def test_pbt_mutations_use_defaults_only_for_keys_outside_the_space_that_apply():
     spec = _spec(scheduler={"name": "pbt"}, search_space={"hidden_size": {"choice": [32, 64]}})
     muts = S._pbt_mutations(spec)
-    # One layer and num_layers not searched: dropout between layers does nothing, so not mutated.
-    assert set(muts) == {"lr", "grad_clip"}
+    # No clipping set: PBT does not turn it on. One layer and num_layers not searched: dropout
+    # between layers does nothing. So lr alone, over its default range.
+    assert set(muts) == {"lr"}
     assert (muts["lr"].lower, muts["lr"].upper) == (1e-4, 1e-1)
-    assert (muts["grad_clip"].lower, muts["grad_clip"].upper) == (0.1, 10.0)
+    clipped = S._pbt_mutations(
+        _spec(scheduler={"name": "pbt"}, optim={"grad_clip": 2.0}, search_space={"hidden_size": 32})
+    )
+    assert (clipped["grad_clip"].lower, clipped["grad_clip"].upper) == (0.1, 10.0)
+
+
+def test_pbt_leaves_a_value_the_search_space_fixes_alone():
+    spec = _spec(
+        scheduler={"name": "pbt"},
+        optim={"grad_clip": 2.0},
+        search_space={"lr": 0.01, "grad_clip": {"loguniform": [0.5, 2.0]}},
+    )
+    assert set(S._pbt_mutations(spec)) == {"grad_clip"}
+    assert S.pbt_initial_space(spec)["lr"] == 0.01
+
+
+def test_pbt_with_nothing_to_explore_is_refused_by_name():
+    with pytest.raises(ValueError, match="scheduler.name: pbt explores lr, grad_clip or dropout"):
+        _spec(scheduler={"name": "pbt"}, search_space={"lr": 0.01})
+
+
+def test_pbt_default_ranges_are_said_once_by_name():
+    notes = _spec(
+        scheduler={"name": "pbt"}, optim={"grad_clip": 2.0}, search_space={"hidden_size": 32}
+    ).ignored_settings()
+    assert [n for n in notes if "PBT" in n] == [
+        "optim.lr: PBT explores it over loguniform(0.0001, 0.1), a default range "
+        "(search_space.lr: a range to change it, a value to keep it fixed)",
+        "optim.grad_clip: PBT explores it over loguniform(0.1, 10), a default range "
+        "(search_space.grad_clip: a range to change it, a value to keep it fixed)",
+    ]
+    ranged = _spec(scheduler={"name": "pbt"}, search_space={"lr": {"uniform": [0.01, 0.02]}})
+    assert not [n for n in ranged.ignored_settings() if "PBT" in n]
 
 
 def test_pbt_mutations_take_the_spec_ranges_over_the_defaults():
@@ -198,11 +231,16 @@ def test_pbt_mutations_take_the_spec_ranges_over_the_defaults():
     assert (muts["grad_clip"].lower, muts["grad_clip"].upper) == (0.5, 2.0)
     # The seed's default space searches 2-4 layers, so dropout is mutated there.
     assert "dropout" in S._pbt_mutations(_spec(scheduler={"name": "pbt"}))
+    # grid values are mutated as choices (a grid is not a domain PBT can sample)
+    grid = _spec(scheduler={"name": "pbt"}, search_space={"lr": {"grid": [0.01, 0.1]}})
+    assert S._pbt_mutations(grid)["lr"].categories == [0.01, 0.1]
 
 
 def test_pbt_mutations_include_dropout_with_several_layers():
-    stacked = S._pbt_mutations(_spec(scheduler={"name": "pbt"}, model={"num_layers": 2}))
-    assert set(stacked) == {"lr", "grad_clip", "dropout"}
+    stacked = S._pbt_mutations(
+        _spec(scheduler={"name": "pbt"}, model={"num_layers": 2}, search_space={"hidden_size": 32})
+    )
+    assert set(stacked) == {"lr", "dropout"}
     assert (stacked["dropout"].lower, stacked["dropout"].upper) == (0.0, 0.5)
     searched = S._pbt_mutations(
         _spec(
@@ -217,15 +255,14 @@ def test_pbt_initial_space_holds_every_mutated_key():
     spec = _spec(
         scheduler={"name": "pbt"},
         model={"num_layers": 2, "dropout": 0.25},
-        optim={"lr": 0.005},
+        optim={"lr": 0.005, "grad_clip": 3.0},
         search_space={"hidden_size": {"choice": [32, 64]}},
     )
     space = S.pbt_initial_space(spec)
     assert set(space) == {"hidden_size", "lr", "grad_clip", "dropout"}
     assert isinstance(space["hidden_size"], Categorical)
     # Keys outside the search space start at the spec's fixed settings.
-    assert space["lr"] == 0.005 and space["dropout"] == 0.25
-    assert space["grad_clip"] == 1.0  # no clipping set: a value PBT can scale
+    assert space["lr"] == 0.005 and space["dropout"] == 0.25 and space["grad_clip"] == 3.0
 
 
 def test_pbt_initial_space_keeps_searched_keys_as_domains():
@@ -235,7 +272,7 @@ def test_pbt_initial_space_keeps_searched_keys_as_domains():
         0.002,
         0.02,
     )
-    assert space["grad_clip"] == 1.0 and "dropout" not in space
+    assert "grad_clip" not in space and "dropout" not in space
 
 
 def test_search_algorithm_random_is_seeded_and_limited():
