@@ -25,7 +25,7 @@ demo: setup
 
 # Everything: unit, integration (real MLflow, Ray, the service on loopback) and learning tests.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # The unit tier (< 2 minutes on 2 cores): no test marked slow.
 test-fast: setup

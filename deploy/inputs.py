@@ -24,6 +24,11 @@ class Limits:
     max_sequences: int = 1024  # per request
     max_new_chars: int = 2000  # language models
     max_prompt_chars: int = 10_000
+    # A model of the user's own sequences takes them padded: trailing all-NaN steps are padding
+    # (dropped), and NaNs left inside are missing values, taken when it fills them itself
+    # (`data.missing` mean or ffill). As its pyfunc does, so both servers answer alike.
+    padded: bool = False
+    fills_missing: bool = False
 
 
 @dataclass
@@ -73,8 +78,26 @@ def _sequence(seq: Any, limits: Limits, where: str) -> np.ndarray:
         raise BadInput(f"{where}: empty sequence")
     if x.shape[0] > limits.max_steps:
         raise BadInput(f"{where}: {x.shape[0]} steps, at most {limits.max_steps}")
+    if limits.padded:
+        return unpadded(x, limits.fills_missing, where)
     if not np.isfinite(x).all():
         raise BadInput(f"{where}: contains NaN or infinite values")
+    return x
+
+
+def unpadded(x: np.ndarray, fills_missing: bool, where: str) -> np.ndarray:
+    """A (T, F) sequence of the user's data without its padding (trailing all-NaN steps); NaNs
+    left are missing values, refused unless the model fills them; infinities always."""
+    kept = ~np.isnan(x).all(axis=1)
+    x = x[: len(kept) - int(np.argmax(kept[::-1]))] if kept.any() else x[:0]
+    if len(x) == 0:
+        raise BadInput(f"{where}: empty sequence (every step is NaN padding)")
+    if np.isinf(x).any():
+        raise BadInput(f"{where}: contains infinite values")
+    if not fills_missing and np.isnan(x).any():
+        raise BadInput(
+            f"{where}: contains NaN (missing) values; this model refuses them (data.missing)"
+        )
     return x
 
 

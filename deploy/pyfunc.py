@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deploy.inputs import LM_PARAMS
+from deploy.inputs import LM_PARAMS, unpadded
 from lightning_modules.config import TrainSpec
 from lightning_modules.data.pixels import pixel_order
 from lightning_modules.data_info import DataInfo
@@ -122,13 +122,9 @@ class RecurrentModel(mlflow.pyfunc.PythonModel):
             x = np.asarray(model_input, dtype=np.float32)
             if x.ndim != 3 or x.shape[2] != f:
                 raise ValueError(f"inputs: expected shape (N, T, {f}), got {x.shape}")
-            valid = ~np.isnan(x).all(axis=2)  # (N, T): steps that are not all-NaN padding
-            ends = x.shape[1] - np.argmax(valid[:, ::-1], axis=1)
-            seqs = [s[:end] for s, end in zip(x, ends, strict=True)]
-        for i, s in enumerate(seqs):
-            if len(s) == 0 or not valid_steps(s, self.prep.missing != "refuse"):
-                raise ValueError(f"inputs[{i}]: empty, or contains NaN or infinite values")
-        return seqs
+            seqs = list(x)
+        fills = self.prep.missing != "refuse"
+        return [unpadded(s, fills, f"inputs[{i}]") for i, s in enumerate(seqs)]
 
     def labels(self, out: np.ndarray) -> list:
         """`score`'s class probabilities -> the predicted labels in the user's own names."""
@@ -207,8 +203,3 @@ class RecurrentModel(mlflow.pyfunc.PythonModel):
             for p in prompts
         ]
         return pd.DataFrame({"text": texts})
-
-
-def valid_steps(x: np.ndarray, allow_nan: bool) -> bool:
-    """No infinities, and no NaNs unless the model fills missing values itself."""
-    return bool(np.isfinite(x).all() or (allow_nan and not np.isinf(x).any()))

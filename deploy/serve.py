@@ -81,6 +81,8 @@ def load(opts: ServeOptions, version: str | None = None) -> Loaded:
     limits = Limits(
         input_size=model.data_info.input_size,
         max_steps=opts.max_steps or max(4 * seq_len, 1),
+        padded=model.prep is not None,  # the user's own sequences
+        fills_missing=model.prep is not None and model.prep.missing != "refuse",
     )
     info = {
         "name": name,

@@ -106,9 +106,31 @@ def test_sequences_refuse_nan_or_infinite_values(bad):
 
 
 def test_sequences_refuse_nan_padded_steps():
-    # Unlike the pyfunc's (N, T, F) arrays, our bodies carry each sequence at its own length.
+    # A built-in benchmark's model reads fixed-length sequences: padding is only for user data.
     with pytest.raises(BadInput, match="contains NaN"):
         sequences([[[1, 2], [math.nan, math.nan]]], LIMITS)
+
+
+USER_DATA = Limits(input_size=2, max_steps=4, padded=True)  # a model of the user's sequences
+
+
+def test_user_data_sequences_drop_trailing_nan_padding_as_the_pyfunc_does():
+    parsed = sequences([[[1, 2], [3, 4], [math.nan, math.nan]], [[5, 6]]], USER_DATA)
+    assert _shapes(parsed) == [(2, 2), (1, 2)]
+    padded = [[[1, 2], [3, 4]], [[5, 6], [None, None]]]  # (N, T, F), as `mlflow models serve`
+    assert _shapes(invocations({"inputs": padded}, False, USER_DATA)) == [(2, 2), (1, 2)]
+
+
+def test_user_data_missing_values_are_taken_only_by_a_model_that_fills_them():
+    gap = [[[1, 2], [math.nan, 4], [5, 6]]]
+    with pytest.raises(BadInput, match=r"^sequences\[0\]: contains NaN \(missing\) values; "):
+        sequences(gap, USER_DATA)
+    fills = Limits(input_size=2, max_steps=4, padded=True, fills_missing=True)
+    assert _shapes(sequences(gap, fills)) == [(3, 2)]
+    with pytest.raises(BadInput, match=r"^sequences\[0\]: contains infinite values$"):
+        sequences([[[1, math.inf]]], fills)
+    with pytest.raises(BadInput, match=r"^sequences\[0\]: empty sequence \(every step is NaN"):
+        sequences([[[math.nan, math.nan]]], fills)
 
 
 def test_sequences_refuse_an_integer_beyond_float():
@@ -289,7 +311,7 @@ def test_invocations_name_the_format_in_sequence_errors():
 
 
 def test_invocations_refuse_nan_padded_inputs():
-    # The padded (N, T, F) form `mlflow models serve` reads: here each row must be all numbers.
+    # A built-in benchmark's model (its pyfunc too) takes no padding: every step is numbers.
     padded = [[[1, 2], [3, 4]], [[5, 6], [math.nan, math.nan]]]
     with pytest.raises(BadInput, match=r"^inputs\[1\]: contains NaN or infinite values$"):
         invocations({"inputs": padded}, False, LIMITS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -239,6 +240,11 @@ def test_learns_and_serves_raw_sequences_with_label_names(tmp_path, parquet, sen
     padded = np.full((2, len(xs[0]), 2), np.nan, np.float32)
     padded[0], padded[1, :20] = raw[0], raw[1]
     np.testing.assert_allclose(model.predict(None, padded)["prob_0"], frame["prob_0"], atol=1e-6)
+    # ... and so they are in a list of sequences, the form `rnntune serve` parses alike
+    listed = [padded[0].tolist(), padded[1].tolist()]
+    np.testing.assert_allclose(model.predict(None, listed)["prob_0"], frame["prob_0"], atol=1e-6)
+    with pytest.raises(ValueError, match=r"^inputs\[1\]: contains NaN \(missing\) values"):
+        model.predict(None, [raw[0].tolist(), [[0.0, math.nan], [1.0, 1.0]]])
 
 
 def test_dataset_from_s3(moto_s3, sensors):
