@@ -7,6 +7,7 @@ dict of sampled hyperparameters, as Ray Tune produces, to the section that owns 
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -348,14 +349,20 @@ class TrainSpec(Section):
         return TrainSpec.model_validate({"data": self.data.model_dump(), **sections})
 
 
-def validation_problems(err: ValidationError) -> list[tuple[str, str]]:
-    """(field, reason) per problem: `("model.hidden_size", "Input should be ... >= 1")`."""
+def validation_problems(
+    err: ValidationError, model: type[BaseModel] | None = None
+) -> list[tuple[str, str]]:
+    """(field, reason) per problem: `("model.hidden_size", "Input should be ... >= 1")`. Given
+    the model validated, an unknown field is answered with the nearest valid one:
+    `("model.hiden_size", "unknown field; did you mean hidden_size?")`."""
     problems = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
+            if model is not None and e["loc"]:
+                msg += did_you_mean(str(e["loc"][-1]), fields_at(model, e["loc"]))
         if named := re.match(r"^([\w.]+): (.*)$", msg, re.S):
             # A model-level check that names its field, relative to the model it checks.
             field_name, msg = named.groups()
@@ -364,11 +371,49 @@ def validation_problems(err: ValidationError) -> list[tuple[str, str]]:
     return problems
 
 
-def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+def did_you_mean(name: str, options: list[str]) -> str:
+    """`; did you mean hidden_size?` for the closest of `options`, or nothing."""
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    if not close and len(name) >= 4:  # a field's start: `grace` for grace_period
+        close = [o for o in options if o.startswith(name)][:1]
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation holds (`X | None`, `A | B`, `list[X]`, ...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names valid where `loc`'s last part stands, e.g. ModelConfig's for
+    `("model", "hiden_size")`; a dataset's own for `("data", "digits", "limitt")`."""
+    models = [model]
+    for part in loc[:-1]:
+        if isinstance(part, int):  # an item of a list
+            continue
+        if part in _UNION_TAGS:  # the dataset a discriminated union picked
+            models = [m for m in models if part in get_args(_annotation(m, "name"))] or models
+            continue
+        models = [
+            c for m in models if part in m.model_fields for c in _models_in(_annotation(m, part))
+        ]
+    return sorted({name for m in models for name in m.model_fields})
+
+
+def _annotation(model: type[BaseModel], field_name: str) -> Any:
+    info = model.model_fields.get(field_name)
+    return info.annotation if info is not None else None
+
+
+def format_validation_error(
+    err: ValidationError, prefix: str = "", model: type[BaseModel] | None = None
+) -> str:
     """One line per problem: `model.hidden_size: Input should be greater than or equal to 1`."""
     return "\n".join(
         f"{prefix}{loc}: {msg}" if loc else f"{prefix}{msg}"
-        for loc, msg in validation_problems(err)
+        for loc, msg in validation_problems(err, model)
     )
 
 
@@ -408,7 +453,7 @@ def validate_spec(model: type[BaseModel], raw: object, source: str):
     try:
         return model.model_validate(raw)
     except ValidationError as e:
-        raise SpecError(format_validation_error(e), source) from e
+        raise SpecError(format_validation_error(e, model=model), source) from e
 
 
 def load_train_spec(path: str | Path) -> TrainSpec:

@@ -70,7 +70,7 @@ class JobService:
         try:
             spec = JobSpec.model_validate(raw)
         except ValidationError as e:
-            raise SpecInvalid(validation_problems(e)) from None
+            raise SpecInvalid(validation_problems(e, JobSpec)) from None
         spec = self._with_service_defaults(spec)
         try:
             self.settings.policy().check(spec, on_cluster=False)  # decided from the text alone

@@ -22,6 +22,7 @@ from lightning_modules.config import (
     OptimConfig,
     TrainerConfig,
     TrainSpec,
+    did_you_mean,
     format_validation_error,
     read_spec_file,
     validate_spec,
@@ -276,8 +277,10 @@ class JobSpec(_Strict):
         space = self.space
         for key, dist in space.items():
             if key not in SEARCHABLE:
+                hint = did_you_mean(key, sorted(SEARCHABLE))
                 raise ValueError(
-                    f"search_space.{key}: not a searchable field ({', '.join(sorted(SEARCHABLE))})"
+                    f"search_space.{key}: not a searchable field{hint or ''}"
+                    + ("" if hint else f" ({', '.join(sorted(SEARCHABLE))})")
                 )
             if isinstance(dist, (Uniform, LogUniform, RandInt)):
                 lo, hi = candidate_values(dist)

@@ -270,7 +270,7 @@ def data_inspect(
     try:
         cfg = SequencesData(url=url, **given)
     except ValidationError as e:
-        raise SpecError(format_validation_error(e, "data.")) from None
+        raise SpecError(format_validation_error(e, "data.", SequencesData)) from None
     from lightning_modules.data.inspect import format_report, inspect
 
     print(format_report(inspect(cfg, sample)))

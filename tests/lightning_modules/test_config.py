@@ -58,6 +58,22 @@ def test_load_spec_file_errors(tmp_path):
         load_train_spec(tmp_path / "list.yaml")
 
 
+def test_a_misspelt_field_is_answered_with_the_nearest_valid_one(tmp_path):
+    typos = tmp_path / "typos.yaml"
+    typos.write_text(
+        "data: {name: digits, limitt: 100}\nmodle: {}\noptim: {lr: 0.1, gradclip: 1}\n"
+        "trainer: {xyzzy: 1}\n"
+    )
+    with pytest.raises(SpecError) as e:
+        load_train_spec(typos)
+    assert sorted(str(e.value).splitlines()) == [
+        "data.limitt: unknown field; did you mean limit?",  # the dataset's own fields
+        "modle: unknown field; did you mean model?",
+        "optim.gradclip: unknown field; did you mean grad_clip?",
+        "trainer.xyzzy: unknown field",  # nothing close: no guess
+    ]
+
+
 def test_with_params_routes_flat_hyperparameters():
     spec = TrainSpec.model_validate(BASE)
     new = spec.with_params({"cell_type": "gru", "lr": 0.01, "max_epochs": 3, "grad_clip": 2.0})

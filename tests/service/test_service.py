@@ -471,6 +471,10 @@ def test_malformed_specs_answer_422_and_submit_nothing(api, stack):
         r = api.call("POST", "/jobs", data=body, headers={"Content-Type": kind})
         assert r.status_code == 422 and r.json()["errors"], (body, r.text)
     assert len(MALFORMED) + len(raw_bodies) >= 30
+    typo = api.call("POST", "/jobs", json=_merged(base, {"model": {"hiden_size": 32}}))
+    assert typo.status_code == 422 and typo.json()["errors"] == [
+        {"field": "model.hiden_size", "message": "unknown field; did you mean hidden_size?"}
+    ], typo.json()
     huge = api.call(
         "POST", "/jobs", data=b"x" * 300_000, headers={"Content-Type": "application/json"}
     )

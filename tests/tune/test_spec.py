@@ -80,7 +80,12 @@ def test_grid_size_counts_every_combination():
         ({"budget": {"max_epochs": 0}}, "budget.max_epochs"),
         ({"metric": "val_bpc"}, "metric: 'val_bpc' is not reported"),
         ({"name": "bad name!"}, "name:"),
-        ({"searchspace": {}}, "searchspace: unknown field"),
+        ({"searchspace": {}}, "searchspace: unknown field; did you mean search_space?"),
+        (
+            {"search_space": {"lrr": 0.1}},
+            "search_space.lrr: not a searchable field; did you mean lr?",
+        ),
+        ({"scheduler": {"grace": 2}}, "scheduler.grace: unknown field; did you mean grace_period?"),
         ({"search": {"num_samples": 0}}, "search.num_samples"),
         ({"optim": {"optimizer": "ftrl"}}, "optim.optimizer: ftrl is TensorFlow-only"),
     ],
