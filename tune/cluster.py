@@ -13,7 +13,7 @@ from pathlib import Path
 import ray
 
 from tune import outcome as O
-from tune.compat import ray_loopback_flag
+from tune.compat import quiet_ray_token_auth_notice, ray_loopback_flag
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray uses 127.0.0.1, not the host's IP
 
@@ -39,6 +39,8 @@ def ensure_ray(num_cpus: int | None = None, log_level: int = logging.INFO) -> No
         exit_on_sigterm()
         return
     keep_ray_on_loopback()
+    if log_level >= logging.WARNING:
+        quiet_ray_token_auth_notice()  # every start: nothing for a user to act on
     ray.init(
         address="local",  # never join a cluster some other `ray start` left on this machine
         num_cpus=num_cpus or os.cpu_count(),

@@ -37,6 +37,25 @@ def ray_loopback_flag(env_name: str) -> None:
         ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+# --- Ray: the token-auth notice of a new local cluster ----------------------------------------
+# Ray 2.60 turns token authentication on for a new local cluster and says so at WARNING on every
+# start; its logger is the private module's. Setting RAY_AUTH_MODE=token in this process instead
+# comes too late (Ray's C++ side has read the environment: the GCS then refuses the driver).
+RAY_TOKEN_AUTH_MODULE = "ray._private.authentication.authentication_token_setup"
+
+
+def quiet_ray_token_auth_notice() -> None:
+    """That notice off (the embedded cluster is on loopback, with the token Ray sets up)."""
+    import importlib
+    import logging
+
+    try:
+        module = importlib.import_module(RAY_TOKEN_AUTH_MODULE)
+    except ImportError as e:
+        raise _moved(RAY_TOKEN_AUTH_MODULE) from e
+    module.logger.setLevel(logging.ERROR)
+
+
 # --- Ray Tune: callbacks of a restored Tuner --------------------------------------------------
 # `Tuner.restore` takes no run config: the restored one carries the callbacks pickled at the
 # first start, which hold a dead MLflow client. Tune has no public setter (ray-project/ray#33584

@@ -496,7 +496,7 @@ def load_stored_spec(storage_url: str, job_id: str) -> JobSpec:
 
 def format_summary(s: JobSummary) -> str:
     counts = ", ".join(f"{v} {k.replace('_', '-')}" for k, v in s.trial_states.items())
-    lines = [f"\njob {s.job_id}: {s.trials} trials ({counts})"]
+    lines = [f"\njob {s.job_id}: {O.trials_text(s.trials)} ({counts})"]
     if s.cell_table:
         lines += ["best trial per cell type:", s.cell_table]
     if s.best_metric is not None:

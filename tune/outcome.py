@@ -75,8 +75,12 @@ class Outcome:
         """The summary's last line: what happened, and why when something failed."""
         counts = ", ".join(f"{n} {end.replace('_', '-')}" for end, n in self.counts.items() if n)
         trials = sum(self.counts.values())
-        text = f"outcome: {self.kind.replace('_', ' ')} ({trials} trials: {counts or 'none'})"
+        text = f"outcome: {self.kind.replace('_', ' ')} ({trials_text(trials)}: {counts or 'none'})"
         return f"{text}; first cause: {self.cause}" if self.cause else text
+
+
+def trials_text(n: int) -> str:
+    return f"{n} trial" if n == 1 else f"{n} trials"
 
 
 class JobFailed(RuntimeError):

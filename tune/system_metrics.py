@@ -85,7 +85,7 @@ class SystemMetrics:
         return [type(m).__name__ for m in self.monitors]
 
     def start(self) -> SystemMetrics:
-        psutil.cpu_percent()  # CPU use is measured between calls: the first sample covers the interval
+        psutil.cpu_percent()  # CPU use is measured between calls: from here to the first sample
         self._thread.start()
         return self
 
@@ -95,14 +95,14 @@ class SystemMetrics:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        """A sample at the end of each interval (CPU use is measured over it), and one when
+        stopped: a job shorter than the interval still gets one."""
         while True:
-            self._sample()
             stopping = self._stop.wait(self.interval)
-            if stopping:
-                self._sample()
-                self._publish()
-                return
+            self._sample()
             self._publish()
+            if stopping:
+                return
 
     def _sample(self) -> None:
         for monitor in self.monitors:

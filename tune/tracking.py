@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import sys
@@ -89,6 +90,10 @@ def setup_tracking(spec: JobSpec, local_root: Path | None) -> Tracking:
         reserve = hold_reserve(root)
         uri = embedded_tracking_uri(root)
         artifacts = (root / "mlartifacts").as_uri()
+    if artifacts is not None:
+        # a new store says "Creating initial MLflow database tables..." and "Updating database
+        # tables" at INFO on the console when the client opens it: nothing a user acts on
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     client = MlflowClient(uri)
     if artifacts is not None:
         _commit_without_fsync(client)

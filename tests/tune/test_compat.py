@@ -73,3 +73,10 @@ def test_a_moved_internal_is_named():
         compat.tracking_store(SimpleNamespace())  # a client whose internals moved
     with pytest.raises(compat.FrameworkChanged, match="checkpoint_manager"):
         compat.checkpoint_results(SimpleNamespace(run_metadata=None))
+
+
+def test_ray_token_auth_notice_can_be_quieted():
+    import logging
+
+    compat.quiet_ray_token_auth_notice()
+    assert logging.getLogger(compat.RAY_TOKEN_AUTH_MODULE).level == logging.ERROR

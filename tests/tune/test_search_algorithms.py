@@ -149,6 +149,7 @@ def test_checkpoints_on_s3(moto_s3, mlflow_server, tmp_path, ray_env):
     console = (proc.stdout + proc.stderr).splitlines()
     assert len(console) < 40, "\n".join(console)
     assert not [line for line in console if "snapshotting" in line or "Warning" in line]
+    assert proc.stderr == "", proc.stderr  # no Ray token-auth line, no MLflow table creation
     ended = [line for line in console if " hidden_size=" in line and "completed after 2" in line]
     assert len(ended) == 3 and {line.split()[0] for line in ended} == {"1/3", "2/3", "3/3"}
     assert "job s3job: 3 trials (3 completed)" in proc.stdout

@@ -219,7 +219,9 @@ def test_system_metrics_sample_the_machine_onto_the_parent_run_and_resume_their_
     writer = OrderedWriter(tracking.uri)
     sampler = SystemMetrics(client, parent, writer.submit, interval=0.2).start()
     assert "CPUMonitor" in sampler.names  # GPUMonitor joins where NVML finds a GPU
-    time.sleep(1.1)
+    deadline = time.monotonic() + 20
+    while sampler.step < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
     sampler.stop()
     assert writer.drain(30) and writer.lost == 0
     cpu = _system_points(client, parent)
