@@ -311,7 +311,7 @@ def run_job(
     except BaseException as e:  # stopped (SIGTERM from `rnntune cancel`, Ctrl-C) or crashed,
         # in the search or after it (testing, registering): the runs end with the cause
         stopped = isinstance(e, KeyboardInterrupt | SystemExit)
-        system.stop()
+        system.stop(wait=0)  # a stopped job's seconds are for closing its runs
         try:
             callback.close_unfinished(
                 stopped_by="job stopped" if stopped else "job failed", timeout=STOP_DRAIN_S

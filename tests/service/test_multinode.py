@@ -100,7 +100,11 @@ def test_trials_use_both_nodes_and_survive_worker_loss(ray_env, ray_tmpdir, tmp_
             proc = subprocess.Popen(
                 [sys.executable, "-m", "tune", "run", str(spec_path), "--job-id", JOB_ID],
                 cwd=ROOT,
-                env={**os.environ, "RAY_ADDRESS": cluster.address},
+                env={
+                    **os.environ,
+                    "RAY_ADDRESS": cluster.address,
+                    "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1",
+                },
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -182,3 +186,10 @@ def test_trials_use_both_nodes_and_survive_worker_loss(ray_env, ray_tmpdir, tmp_
     assert retried[0].data.tags["rnntune.retry.1"], retried[0].data.tags
     (other,) = [r for r in children if r is not retried[0]]
     assert "rnntune.retries" not in other.data.tags
+
+    # System metrics of both nodes on the parent run, each by its node, the worker's until it went
+    (parent,) = [r for r in runs if PARENT_TAG not in r.data.tags]
+    labels = {f"node-{head_id[:8]}", f"node-{worker_id[:8]}"}
+    cpu = {k for k in parent.data.metrics if k.endswith("/cpu_utilization_percentage")}
+    assert cpu == {f"system/{label}/cpu_utilization_percentage" for label in labels}, cpu
+    assert set(json.loads(parent.data.tags["rnntune.system_metrics_host"])) == labels

@@ -43,3 +43,24 @@ def test_embedded_ray_binds_loopback():
 def test_test_runtime_binds_loopback(ray_local):
     assert ray_local.util.get_node_ip_address() == "127.0.0.1"
     assert {n["NodeManagerAddress"] for n in ray_local.nodes()} == {"127.0.0.1"}
+
+
+@pytest.mark.slow  # the shared local Ray runtime, and an actor process
+def test_cluster_source_samples_each_node_through_an_actor_on_it(ray_local):
+    """A job on a Ray cluster measures every node (the trials' hosts, their GPUs), not only the
+    driver's; a node whose actor is gone is left out and the sampling goes on."""
+    from tune.system_metrics import ClusterSource
+
+    source = ClusterSource()
+    node = ray_local.get_runtime_context().get_node_id()
+    label = f"node-{node[:8]}"
+    try:
+        sample = source.take()
+        assert 0 <= sample[f"system/{label}/cpu_utilization_percentage"] <= 100
+        assert sample[f"system/{label}/system_memory_usage_megabytes"] > 0
+        assert f"system/{label}/disk_usage_percentage" in sample
+        assert list(source.hosts()) == [label] and "(127.0.0.1)" in source.hosts()[label]
+        ray_local.kill(source.actors[node])  # as when its node dies
+        assert source.take() == {} and node not in source.actors
+    finally:
+        source.close()

@@ -252,5 +252,5 @@ def test_system_metrics_stop_at_once_while_mlflow_is_down_and_keep_their_samples
     time.sleep(0.6)
     started = time.monotonic()
     sampler.stop()
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 1.5  # at most the one second stop() gives a sample
     assert writer.queued >= 5 and writer.lost == 0  # held for MLflow's return, none dropped
