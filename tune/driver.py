@@ -19,6 +19,7 @@ import pyarrow.fs
 import ray
 from mlflow.tracking import MlflowClient
 from ray import tune as ray_tune
+from ray.tune.utils.util import warn_if_slow
 
 from tune import outcome as O
 from tune import report, schedulers
@@ -269,6 +270,10 @@ def run_job(
     # Tune's new output engine prints its header even when told to be silent: the old one, at
     # verbosity 0, prints nothing (the live view speaks); --verbose gets the new one's tables.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if verbose else "0"
+    if not verbose and "TUNE_WARN_THRESHOLD_S" not in os.environ:
+        # Tune warns when one of its own steps took over 0.5 s ("may be a performance
+        # bottleneck"): on a busy 2-core machine, a late answer from Ray's GCS. Nothing to act on.
+        warn_if_slow.DEFAULT_THRESHOLD = max(warn_if_slow.DEFAULT_THRESHOLD, 10.0)
     policy = Policy.configured()
     if policy is not None:  # on a cluster: whatever the spec came through, before touching it
         policy.check(spec, on_cluster=True)
