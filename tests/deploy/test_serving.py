@@ -82,8 +82,14 @@ def mlflow_scoring(models, mlflow_server, tmp_path_factory):
         argv = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}@champion"]
         argv += ["--env-manager", "virtualenv", "-h", "127.0.0.1", "-p", str(port)]
         urls[name] = f"http://127.0.0.1:{port}"
-        env = {"MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_ENV_ROOT": str(log / "envs")}
-        # the first start creates the environment: pip installs torch, mlflow, ... (~2 min)
+        env = {
+            "MLFLOW_TRACKING_URI": mlflow_server,
+            "MLFLOW_ENV_ROOT": str(log / "envs"),
+            # pip without compiling torch's 13,000 modules to .pyc: 49 s instead of 83 s here.
+            # (pip reads a store_false option's variable as the value: 0 is --no-compile.)
+            "PIP_NO_COMPILE": "0",
+        }
+        # the first start creates the environment: pip installs torch, mlflow, ...
         procs.append(start_ready(name, argv, env, log, urls[name], "/ping", timeout=900))
     envs = list((log / "envs").iterdir())
     assert len(envs) == 1, envs  # one environment from the shared requirements
