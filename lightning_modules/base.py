@@ -19,7 +19,7 @@ from lightning_modules import metrics as M
 from lightning_modules.clipping import GradientClipper
 from lightning_modules.config import TrainSpec
 from lightning_modules.data_info import DataInfo
-from lightning_modules.models import build_network
+from lightning_modules.models import FoldEnsemble, build_network
 from lightning_modules.optim import build_optimizer, build_schedule
 
 
@@ -35,7 +35,11 @@ class RecurrentTask(pl.LightningModule):
         self.data_info = data_info
         self.net = self.build_net()
         o = self.spec.optim
-        self.clipper = GradientClipper(o.grad_clip_algorithm, o.grad_clip, o.autoclip_percentile)
+        # Cross-validation: the fold models train in lockstep, each clipped on its own norm.
+        self.clippers = [
+            GradientClipper(o.grad_clip_algorithm, o.grad_clip, o.autoclip_percentile)
+            for _ in self.members
+        ]
         self.monitor, self.mode = M.DEFAULT_MONITOR[self.spec.task]
         self.diverged = False
         self.diverged_reason = ""  # e.g. "epoch 3: train_loss 123 > 5 x the first batch's loss 2.3"
@@ -43,12 +47,24 @@ class RecurrentTask(pl.LightningModule):
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
         self._epoch_start = time.perf_counter()
 
+    @property
+    def members(self) -> list[nn.Module]:
+        """The networks trained side by side: the k fold models, or the one network."""
+        return list(self.net.members) if isinstance(self.net, FoldEnsemble) else [self.net]
+
+    @property
+    def folds(self) -> int:
+        return self.data_info.ensemble
+
     # -- to implement -------------------------------------------------------------------------
     def build_net(self) -> nn.Module:
         per_step = self.spec.data.name == "copy"  # per-step targets
         return build_network(self.spec.model, self.spec.task, self.data_info, per_step)
 
-    def batch_loss(self, batch, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def batch_loss(
+        self, batch, stage: str, net: nn.Module | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`net`: which network scores the batch (a fold model); default `self.net`."""
         raise NotImplementedError
 
     def epoch_metrics(self, stage: str, sums: dict[str, float]) -> dict[str, float]:
@@ -62,12 +78,13 @@ class RecurrentTask(pl.LightningModule):
             v = v.detach()
             acc[k] = acc[k] + v if k in acc else v
 
-    def _collect(self, stage: str) -> dict[str, float]:
+    def _collect(self, stage: str, name: str | None = None) -> dict[str, float]:
+        """The epoch metrics of the totals kept under `stage`, named `{name or stage}_...`."""
         totals = self._sums.pop(stage, {})
         if totals and self._world_size() > 1:
             totals = self._sum_across_ranks(totals)
         sums = {k: float(v) for k, v in totals.items()}
-        return self.epoch_metrics(stage, sums) if sums.get("count") else {}
+        return self.epoch_metrics(name or stage, sums) if sums.get("count") else {}
 
     def _world_size(self) -> int:
         """Data-parallel processes training this module (1 outside a Trainer, e.g. `evaluate`)."""
@@ -86,10 +103,24 @@ class RecurrentTask(pl.LightningModule):
         zero = torch.zeros((), device=self.device)
         self._sums["clip"] = {"norm": zero, "clipped": zero, "steps": zero, "nonfinite": zero}
 
+    def _fold_train_loss(self, batches) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One batch per fold model, each scored by its own model: the sum of their losses
+        (the models share no parameter, so each gets its own gradient) and pooled totals."""
+        losses, totals = [], {}
+        for batch, net in zip(batches, self.members, strict=True):
+            loss, sums = self.batch_loss(batch, "train", net)
+            losses.append(loss)
+            for k, v in sums.items():
+                totals[k] = totals[k] + v if k in totals else v
+        return torch.stack(losses).sum(), totals
+
     def training_step(self, batch, batch_idx: int):
-        loss, sums = self.batch_loss(batch, "train")
+        if self.folds > 1:
+            loss, sums = self._fold_train_loss(batch)
+        else:
+            loss, sums = self.batch_loss(batch, "train")
         if self.initial_loss is None:  # once per run: every rank is at its first step here
-            first = loss.detach().double()
+            first = loss.detach().double() / self.folds  # one model's loss
             if self._world_size() > 1:
                 first = self.trainer.strategy.reduce(first, reduce_op="mean")
             self.initial_loss = float(first)
@@ -106,7 +137,15 @@ class RecurrentTask(pl.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        norm, clipped = self.clipper(self.parameters())
+        if self.folds > 1:  # the fold models' mean norm, and whether any was clipped
+            stats = [
+                clip(net.parameters())
+                for clip, net in zip(self.clippers, self.members, strict=True)
+            ]
+            norm = torch.stack([n.float() for n, _ in stats]).mean()
+            clipped = torch.stack([c.bool() for _, c in stats]).any()
+        else:
+            norm, clipped = self.clippers[0](self.parameters())
         c = self._sums["clip"]
         # Kept on the device: no host sync per step.
         c["norm"] = c["norm"] + norm.detach().to(c["norm"].device)
@@ -115,6 +154,11 @@ class RecurrentTask(pl.LightningModule):
         c["nonfinite"] = c["nonfinite"] + (~torch.isfinite(norm.detach())).to(c["norm"].device)
 
     def validation_step(self, batch, batch_idx: int) -> None:
+        if self.folds > 1:  # (x, lengths, y, fold): scored by the model trained without it
+            *batch, fold = batch
+            _, sums = self.batch_loss(batch, "val", self.members[int(fold)])
+            self._accumulate(f"val_fold{int(fold)}", sums)
+            return
         _, sums = self.batch_loss(batch, "val")
         self._accumulate("val", sums)
 
@@ -128,7 +172,7 @@ class RecurrentTask(pl.LightningModule):
             return
         # Train metrics are complete when end-of-epoch validation runs, so everything for the
         # epoch is logged at once: one report per epoch for loggers, Tune and early stopping.
-        logs = {**self._collect("val"), **self._collect("train")}
+        logs = {**self._collect_val(), **self._collect("train")}
         clip = self._sums.get("clip")
         if clip is not None and clip["steps"] > 0:
             logs[M.GRAD_NORM] = float(clip["norm"] / clip["steps"])
@@ -146,6 +190,19 @@ class RecurrentTask(pl.LightningModule):
         for key, value in logs.items():
             prog_bar = key in (M.TRAIN_LOSS, M.VAL_LOSS, self.monitor)
             self.log(key, value, prog_bar=prog_bar, sync_dist=sync)
+
+    def _collect_val(self) -> dict[str, float]:
+        """The epoch's validation metrics; for folds each one's mean over the fold models, with
+        its sd and per-fold values (`lightning_modules.metrics.fold_metrics`)."""
+        if self.folds == 1:
+            return self._collect("val")
+        per_fold = [self._collect(f"val_fold{i}", "val") for i in range(self.folds)]
+        if not all(per_fold):
+            return {}
+        out: dict[str, float] = {}
+        for name in per_fold[0]:
+            out.update(M.fold_metrics(name, [f[name] for f in per_fold]))
+        return out
 
     def _diverge(self, reason: str) -> None:
         self.diverged, self.diverged_reason = True, reason

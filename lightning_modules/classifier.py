@@ -10,9 +10,9 @@ IGNORE = -100  # per-step targets with this label are not scored
 
 
 class SequenceClassifier(RecurrentTask):
-    def batch_loss(self, batch, stage: str):
+    def batch_loss(self, batch, stage: str, net=None):
         x, lengths, y = batch  # x (B, T, F); y (B,) or per step (B, T)
-        logits = self.net(x, lengths)  # (B, C) or (B, T, C)
+        logits = (self.net if net is None else net)(x, lengths)  # (B, C) or (B, T, C)
         if y.dim() == 2:
             logits, y = logits.flatten(0, 1), y.flatten()
         scored = y != IGNORE

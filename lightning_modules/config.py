@@ -35,6 +35,22 @@ class Section(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------- data
+class Folds(Section):
+    """Stratified k-fold cross-validation: k models train in lockstep, each on k-1 folds."""
+
+    folds: int = Field(5, ge=2, le=20)
+
+
+class Holdout(Section):
+    """One held-out validation split of the training data."""
+
+    holdout: float | None = Field(None, gt=0, lt=1)
+    """The held-out fraction (None: `val_fraction`)."""
+
+
+Validation = Literal["auto"] | Folds | Holdout
+
+
 class MnistRowsData(Section):
     """Row-by-row MNIST: 28 steps of 28 pixels scaled to 0-1."""
 
@@ -136,6 +152,12 @@ class SequencesData(Section):
     split_column: str | None = None
     """A column saying train / val (or validation) / test per sequence, instead of ratios."""
     val_fraction: float = Field(0.1, gt=0, lt=1)
+    validation: Validation = "auto"
+    """How a trial is scored: `{folds: 5}` (stratified k-fold cross-validation; the k fold
+    models are the final model, their probabilities averaged), `{holdout: 0.1}` (one held-out
+    split), or `auto`: folds when a holdout would be too small to select on (under
+    `lightning_modules.data.splits.MIN_HOLDOUT` sequences or `MIN_PER_CLASS` of a class), else
+    a holdout of `val_fraction`. `val_url` and `split_column` fix the validation split."""
     test_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: int = 0
     """Seed of the test split: the test set never moves with the run's seed."""
@@ -164,6 +186,11 @@ class SequencesData(Section):
     def _check(self) -> SequencesData:
         if self.split_column and (self.val_url or self.test_url):
             raise ValueError("split_column: give a split column or val_url/test_url, not both")
+        if isinstance(self.validation, Folds) and (self.val_url or self.split_column):
+            raise ValueError(
+                "validation: folds split the training data themselves; give folds or a fixed "
+                "validation split (val_url, split_column), not both"
+            )
         labels = [self.label_column] if isinstance(self.label_column, str) else self.label_column
         if not labels:
             raise ValueError("label_column: name at least one column")
@@ -211,6 +238,10 @@ class ModelConfig(Section):
     """Locked dropout on the top layer's outputs."""
     readout: Literal["last", "mean", "linear_all"] = "last"
     """Sequence-to-vector readout (ignored by per-step tasks: copy, text)."""
+    patch: int = Field(1, ge=1, le=64)
+    """Steps fed as one input: `patch` consecutive steps of F features become one step of
+    patch x F (the last one zero-filled), so a recurrent cell runs 1/patch as many steps on
+    long sequences. Part of the network: serving feeds raw steps as training did."""
     forget_bias: float = 1.0
     """Initial LSTM forget-gate bias (Jozefowicz et al. 2015; the seed's `forget_bias`)."""
     embedding_dim: int = Field(64, ge=1)
@@ -281,6 +312,11 @@ class TrainSpec(Section):
 
     @model_validator(mode="after")
     def _check_readout(self) -> TrainSpec:
+        if self.model.patch > 1 and (self.task == "language_model" or self.data.name == "copy"):
+            raise ValueError(
+                "model.patch: feeds several steps as one to sequence-to-vector models; "
+                f"{self.data.name} predicts every step"
+            )
         if self.data.name == "sequences" and self.model.readout == "linear_all":
             raise ValueError(
                 "model.readout: linear_all reads a fixed number of steps; the user's sequences "
@@ -323,6 +359,7 @@ class TrainSpec(Section):
         language_model = self.task == "language_model"
         skip = {
             "embedding_dim": not language_model,
+            "patch": language_model or self.data.name == "copy",
             "readout": language_model or self.data.name == "copy",
             "bidirectional": language_model,
             "forget_bias": m.cell_type != "lstm",

@@ -38,10 +38,16 @@ class DataInfo(BaseModel):
     vocabulary: list[str] | None = None  # text: index -> character; index 0 is "unknown"
     image: ImageScaling | None = None
     preprocessing: Preprocessing | None = None  # user data: fitted on the training split
+    ensemble: int = Field(1, ge=1)  # networks averaged: the k fold models of cross-validation
 
     @classmethod
     def from_data(
-        cls, input_size: int, out_features: int, seq_len: int, extras: Mapping[str, Any]
+        cls,
+        input_size: int,
+        out_features: int,
+        seq_len: int,
+        extras: Mapping[str, Any],
+        ensemble: int = 1,
     ) -> DataInfo:
         """From a dataset's dimensions and its `extras` (lightning_modules.data.base)."""
         prep = dict(extras.get("preprocessing") or {})
@@ -53,6 +59,7 @@ class DataInfo(BaseModel):
             vocabulary=extras.get("vocabulary"),
             image=ImageScaling(**prep) if prep and kind is None else None,
             preprocessing=Preprocessing.from_dict(prep) if kind == "sequences" else None,
+            ensemble=ensemble,
         )
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 TRAIN_LOSS = "train_loss"
@@ -31,3 +32,30 @@ def better_mode(metric: str) -> Mode:
 def test_name(val_metric: str) -> str:
     """`val_acc` -> `test_acc`: the same quantity on the test split."""
     return "test_" + val_metric.removeprefix("val_")
+
+
+# Cross-validated trials: each validation metric is the mean over the fold models, with its
+# standard deviation and each fold's value beside it (`val_acc_sd`, `val_acc_fold0`, ...).
+_FOLD_METRIC = re.compile(r"val_[a-z]+_(sd|fold\d+)")
+
+
+def fold_metrics(name: str, values: list[float]) -> dict[str, float]:
+    """`name` (the mean over folds), `name_sd` (population sd) and `name_fold<i>` per fold."""
+    n = len(values)
+    mean = sum(values) / n
+    sd = (sum((v - mean) ** 2 for v in values) / n) ** 0.5
+    return {name: mean, f"{name}_sd": sd, **{f"{name}_fold{i}": v for i, v in enumerate(values)}}
+
+
+def is_fold_metric(key: str) -> bool:
+    return _FOLD_METRIC.fullmatch(key) is not None
+
+
+def reported(keys) -> list[str]:
+    """The keys of `keys` a trial reports each epoch: `REPORTED`'s, then its fold metrics."""
+    keys = list(keys)
+    return [k for k in REPORTED if k in keys] + sorted(k for k in keys if is_fold_metric(k))
+
+
+REPORTED = (TRAIN_LOSS, VAL_LOSS, VAL_ACC, VAL_BPC, GRAD_NORM, CLIP_FRAC, EPOCH_TIME_S, LR)
+"""What a trial reports to Tune and its child run each epoch (besides fold metrics)."""

@@ -15,6 +15,20 @@ from lightning_modules.encoder import RecurrentEncoder
 READOUTS = ("last", "mean", "linear_all", "per_step")
 
 
+def patch_steps(
+    x: torch.Tensor, lengths: torch.Tensor | None, patch: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, T, F) -> (B, ceil(T/patch), patch*F): `patch` consecutive steps as one; a sequence
+    of length L becomes ceil(L/patch) steps, its last one zero-filled past L."""
+    batch, steps, features = x.shape
+    pad = -steps % patch
+    if pad:
+        x = torch.cat([x, x.new_zeros(batch, pad, features)], dim=1)
+    if lengths is not None:  # steps past each length are zero already (padded batches)
+        lengths = torch.div(lengths + patch - 1, patch, rounding_mode="floor")
+    return x.reshape(batch, (steps + pad) // patch, patch * features), lengths
+
+
 class SequenceModel(nn.Module):
     """Encoder + readout + linear head: (B, T, F) -> (B, out_features), or (B, T, out) per step.
 
@@ -30,9 +44,13 @@ class SequenceModel(nn.Module):
         out_features: int,
         readout: str = "last",
         seq_len: int | None = None,
+        patch: int = 1,
         **encoder_kwargs,
     ) -> None:
         super().__init__()
+        self.patch = patch
+        if patch > 1:
+            input_size, seq_len = input_size * patch, -(-seq_len // patch) if seq_len else None
         if readout not in READOUTS:
             raise ValueError(f"readout: unknown readout {readout!r}; choose one of {READOUTS}")
         if readout == "linear_all" and not seq_len:
@@ -56,6 +74,8 @@ class SequenceModel(nn.Module):
         return out  # per_step
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if self.patch > 1:
+            x, lengths = patch_steps(x, lengths, self.patch)  # (B, T/p, p*F)
         out, final, _ = self.encoder(x, lengths)
         return self.head(self.features(out, final, lengths))
 
@@ -74,6 +94,25 @@ class CharRNN(nn.Module):
         """tokens (B, T) -> logits (B, T, V) and the recurrent state to carry forward."""
         out, _, state = self.encoder(self.embedding(tokens), None, state)
         return self.head(out), state
+
+
+class FoldEnsemble(nn.Module):
+    """The k models of a cross-validated trial as one network: each trained without one fold
+    of the training data; together they average class probabilities (the output is the log of
+    the mean probability, so softmax and cross-entropy read it as logits) or regression values.
+    """
+
+    def __init__(self, members: list[nn.Module], classification: bool) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.classification = classification
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        outs = torch.stack([m(x, lengths) for m in self.members])  # (K, B, out)
+        if self.classification:
+            k = torch.tensor(float(len(self.members)), device=outs.device)
+            return torch.logsumexp(outs.log_softmax(-1), dim=0) - k.log()
+        return outs.mean(dim=0)
 
 
 def encoder_kwargs(cfg: ModelConfig) -> dict:
@@ -96,10 +135,18 @@ def build_network(
     """The plain network for a task from its model config and the data's dimensions."""
     if task == "language_model":
         return CharRNN(data_info.out_features, model.embedding_dim, **encoder_kwargs(model))
-    return SequenceModel(
-        data_info.input_size,
-        data_info.out_features,
-        readout="per_step" if per_step else model.readout,
-        seq_len=data_info.seq_len,
-        **encoder_kwargs(model),
-    )
+
+    def one() -> SequenceModel:
+        return SequenceModel(
+            data_info.input_size,
+            data_info.out_features,
+            readout="per_step" if per_step else model.readout,
+            seq_len=data_info.seq_len,
+            patch=model.patch,
+            **encoder_kwargs(model),
+        )
+
+    if data_info.ensemble > 1:
+        members = [one() for _ in range(data_info.ensemble)]
+        return FoldEnsemble(members, classification=task == "classification")
+    return one()

@@ -56,7 +56,9 @@ class TrainResult:
 
 
 def data_info(data: SequenceData) -> DataInfo:
-    return DataInfo.from_data(data.input_size, data.out_features, data.seq_len, data.extras)
+    return DataInfo.from_data(
+        data.input_size, data.out_features, data.seq_len, data.extras, data.ensemble
+    )
 
 
 class _History(pl.Callback):
@@ -74,7 +76,7 @@ class _History(pl.Callback):
 
 def _diagnose(module: RecurrentTask, data: SequenceData, out_dir: Path) -> list[float]:
     """||dL/dh_t|| over t on (up to) 64 validation sequences; JSON + PNG in `out_dir`."""
-    net = module.net.cpu()
+    net = module.members[0].cpu()  # of a fold ensemble, the first fold's model
     split = data.val
     if module.spec.task == "language_model":
         rows = max(1, min(64, len(split.x) // data.seq_len))

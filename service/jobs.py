@@ -109,7 +109,14 @@ class JobService:
             storage = storage.model_copy(update={"url": f"{root}/{relative}"})
         if tracking.uri is None:
             tracking = tracking.model_copy(update={"uri": self.settings.tracking_uri})
-        return spec.model_copy(update={"storage": storage, "tracking": tracking})
+        update = {"storage": storage, "tracking": tracking}
+        if trial_count(spec) is None:  # until the budget is spent: within the service's cap
+            one = spec.model_copy(
+                update={"search": spec.search.model_copy(update={"num_samples": 1})}
+            )
+            samples = max(1, self.settings.max_trials_per_job // (trial_count(one) or 1))
+            update["search"] = spec.search.model_copy(update={"num_samples": samples})
+        return spec.model_copy(update=update)
 
     def submit(self, spec: JobSpec, caller: Principal) -> Job:
         """Stores the job first, within the caller's quota of active jobs (checked and stored in
@@ -119,7 +126,9 @@ class JobService:
                 id=new_job_id(spec),
                 owner=caller.user,
                 name=spec.name,
-                spec=spec.model_dump(mode="json"),
+                # What the spec set, not its defaults: the driver sizes the defaults left out
+                # to the data (tune/protocol.py)
+                spec=spec.model_dump(mode="json", exclude_unset=True),
                 metric=spec.monitor[0],
                 mode=spec.monitor[1],
                 tracking_uri=spec.tracking.uri or self.settings.tracking_uri,

@@ -57,8 +57,10 @@ def run(
 
     job = load_job_spec(spec)  # validate before the slow imports (Ray, torch)
     from tune.driver import format_summary, run_job
+    from tune.protocol import process_start
 
-    summary = run_job(job, job_id=job_id, verbose=verbose)
+    # budget.time_budget_s counts from this process's start: what the user waits for
+    summary = run_job(job, job_id=job_id, verbose=verbose, started_at=process_start())
     print(format_summary(summary))
     return summary.outcome.exit_code
 

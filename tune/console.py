@@ -27,9 +27,16 @@ def _duration(seconds: float) -> str:
 class LiveView(ray_tune.Callback):
     """Reads how trials ended and their best epochs from the trial logger (which runs first)."""
 
-    def __init__(self, spec: JobSpec, logger: MlflowTrialLogger, stream: TextIO | None = None):
+    def __init__(
+        self,
+        spec: JobSpec,
+        logger: MlflowTrialLogger,
+        stream: TextIO | None = None,
+        search_budget_s: float | None = None,
+    ):
         self.spec, self.logger = spec, logger
-        self.total = trial_count(spec)
+        self.total = trial_count(spec)  # None: as many as the time budget allows
+        self.search_budget_s = search_budget_s
         self.searched = [k for k, v in spec.space.items() if isinstance(v, Distribution)]
         self.running: set[str] = set()
         self.done = len(logger.ends)  # a resumed job counts the trials its first driver ended
@@ -73,7 +80,8 @@ class LiveView(ray_tune.Callback):
         config = " ".join(f"{k}={short(trial.config.get(k))}" for k in self.searched)
         epochs = int((trial.last_result or {}).get("epoch", 0))
         text = (
-            f"{self.done:>3}/{self.total} {trial.trial_id}  {config}  {end.end.replace('_', '-')}"
+            f"{self.done:>3}/{self.total or '-'} {trial.trial_id}  {config}  "
+            f"{end.end.replace('_', '-')}"
         )
         text += f" after {epochs} epoch{'s' * (epochs != 1)}"
         best = self.logger.best.get(trial.trial_id)
@@ -90,7 +98,7 @@ class LiveView(ray_tune.Callback):
         failed = sum(ends.count(e) for e in O.FAILED_ENDS)
         elapsed = time.monotonic() - self.started
         parts = [
-            f"{self.done}/{self.total} trials done",
+            f"{self.done}/{self.total} trials done" if self.total else f"{self.done} trials done",
             f"{len(self.running)} running",
             f"{early} early-stopped",
             f"{failed} failed",
@@ -100,7 +108,10 @@ class LiveView(ray_tune.Callback):
             value, trial_id = (max if mode == "max" else min)(scored)
             parts.append(f"best {metric} {value:.4f} ({trial_id})")
         parts.append(f"{_duration(elapsed)} elapsed")
-        if 0 < self.done < self.total:
+        if self.search_budget_s is not None:
+            left = max(0.0, self.search_budget_s - elapsed)
+            parts.append(f"{_duration(left)} of the search budget left")
+        elif self.total and 0 < self.done < self.total:
             parts.append(f"~{_duration(elapsed / self.done * (self.total - self.done))} left")
         return " | ".join(parts)
 

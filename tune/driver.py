@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,10 +29,18 @@ from tune.compat import set_restored_callbacks
 from tune.console import LiveView
 from tune.importance import Importance, importances, log_importance
 from tune.policy import Policy
+from tune.protocol import adapt, read_plan, search_time_budget
 from tune.registry import Lineage, Registration, claim_model_name, job_user, register_best
 from tune.resume import ForgetMissingCheckpoints
-from tune.spec import JobSpec, new_job_id, parse_job_spec, with_absolute_data_paths
+from tune.spec import (
+    JobSpec,
+    new_job_id,
+    parse_job_spec,
+    searching_line,
+    with_absolute_data_paths,
+)
 from tune.system_metrics import start_system_metrics
+from tune.timing import JobClock, Timing, log_timing
 from tune.tracking import (
     MlflowTrialLogger,
     dataset_input,
@@ -88,6 +97,7 @@ class JobSummary:
     passed_over: list[str] = field(default_factory=list)  # better trials without a checkpoint
     tracking_lost: int = 0  # MLflow writes dropped (refused, or an outage beyond its budget)
     importance: Importance | None = None  # what mattered, over the trials that measured
+    timing: Timing | None = None  # where the job's time went
 
     @property
     def trials(self) -> int:
@@ -154,8 +164,10 @@ def _tuner(
     callbacks: list[ray_tune.Callback],
     resume: bool,
     verbose: bool,
+    search_budget_s: float | None = None,
 ):
-    """`callbacks`: the trial logger first (the live view reads what it recorded)."""
+    """`callbacks`: the trial logger first (the live view reads what it recorded);
+    `search_budget_s`: when the search stops sampling and stops its running trials."""
     callbacks = list(callbacks)
     if spec.resources.workers > 1:
         callbacks.append(ReleaseTrainRuns())
@@ -193,8 +205,8 @@ def _tuner(
             search_alg=schedulers.search_algorithm(
                 spec, schedulers.concurrency_limit(spec, ray.cluster_resources())
             ),
-            num_samples=spec.search.num_samples,
-            time_budget_s=spec.budget.time_budget_s,
+            num_samples=spec.samples,  # -1: until the time budget is spent
+            time_budget_s=search_budget_s,
             # A new trial skips the worker start and torch/Lightning imports. Not for multi-worker
             # trials: a stopped one is still in `fit()`, and only ending its actor ends the run.
             reuse_actors=spec.resources.workers == 1,
@@ -252,10 +264,16 @@ def _best_checkpoint(results, metric: str, mode: str, dest: Path):
 
 
 def run_job(
-    spec: JobSpec, job_id: str | None = None, resume: bool = False, verbose: bool = False
+    spec: JobSpec,
+    job_id: str | None = None,
+    resume: bool = False,
+    verbose: bool = False,
+    started_at: float | None = None,
 ) -> JobSummary:
     """Run (or resume) a search job end to end; returns what the summary prints. `verbose`:
-    Tune's own trial tables instead of the live view (tune/console.py)."""
+    Tune's own trial tables instead of the live view (tune/console.py). `started_at`: when the
+    job started (`time.time()`; default now), what `budget.time_budget_s` counts from."""
+    clock = JobClock(started=started_at or time.time())
     job_id = job_id or new_job_id(spec)
     spec = with_absolute_data_paths(spec)
     # MLflow's client retries a request for ~2 min by default, and the driver's calls before
@@ -282,7 +300,9 @@ def run_job(
     client = MlflowClient(tracking.uri)
     if spec.registry.enabled:  # another user's model name fails now, not after the search
         claim_model_name(client, spec.registry.model_name or spec.name, job_user())
-    dataset = dataset_input(spec)  # fails here, in one line, if the data cannot be found
+    plan = read_plan(spec)  # unusable data fails here, in one line, before any trial
+    spec, protocol = adapt(spec, plan)  # data-sized defaults, where the spec left them out
+    dataset = dataset_input(spec)
     parent = open_parent_run(client, tracking, spec, job_id, dataset)
     storage.fs.makedirs(f"{storage.path}/{job_id}", exist_ok=True)
     with storage.fs.open(f"{storage.path}/{job_id}/{SPEC_FILE}", "w") as f:
@@ -295,13 +315,23 @@ def run_job(
         print(f"rnntune: note: {note}", file=sys.stderr)
     if notes:
         client.set_tag(parent, "rnntune.ignored_settings", "\n".join(notes)[:5000])
+    said = [*protocol.notes, searching_line(spec)]
+    for line in said:  # the job's own console output (stderr is for what went wrong)
+        print(f"rnntune: {line}", file=sys.stderr if line.startswith("warning") else sys.stdout)
+    client.set_tag(parent, "rnntune.protocol", "\n".join(said)[:5000])
+    if plan is not None:
+        client.log_param(parent, "validation", plan.describe().split(":")[0][:500])
     ensure_ray(log_level=logging.INFO if verbose else logging.WARNING)
-    live = None if verbose else LiveView(spec, callback)
+    search_budget = search_time_budget(spec, clock.elapsed())
+    live = None if verbose else LiveView(spec, callback, search_budget_s=search_budget)
     system = start_system_metrics(client, parent, callback.writer.submit)
     searching = True
     try:
         callbacks = [callback, *([live] if live else [])]
-        results = _tuner(spec, job_id, storage, callbacks, resume, verbose).fit()
+        tuner = _tuner(spec, job_id, storage, callbacks, resume, verbose, search_budget)
+        clock.search_start = time.time()
+        results = tuner.fit()
+        clock.search_end = time.time()
         searching = False
         system.stop()
         if live:
@@ -310,9 +340,12 @@ def run_job(
         if resume and (n := callback.backfill(results)):  # what the killed driver never sent
             print(f"rnntune: logged {n} metric points the interrupted driver had not sent")
         lost = callback.writer.lost + len(callback.writer.parked)
-        return _finish(
+        summary = _finish(
             spec, job_id, tracking, client, parent, results, callback.ends, callback.runs, lost
         )
+        summary.timing = clock.split(search_budget, spec, len(results))
+        log_timing(client, parent, summary.timing)
+        return summary
     except BaseException as e:  # stopped (SIGTERM from `rnntune cancel`, Ctrl-C) or crashed,
         # in the search or after it (testing, registering): the runs end with the cause
         stopped = isinstance(e, KeyboardInterrupt | SystemExit)
@@ -521,6 +554,8 @@ def format_summary(s: JobSummary) -> str:
         lines.append(s.importance.line())
     if s.tracking_lost:
         lines.append(f"{s.tracking_lost} MLflow writes were lost (see the messages above)")
+    if s.timing:
+        lines.append(s.timing.line())
     lines.append(f"MLflow parent run {s.parent_run_id}; see every trial with:\n  {s.ui_command}")
     lines.append(s.outcome.line())
     return "\n".join(lines)

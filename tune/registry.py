@@ -278,6 +278,12 @@ def _log_and_register(
         "metric_names": json.dumps(sorted(metrics)),
         **{k: repr(v) for k, v in metrics.items()},
         "config": json.dumps(trial_spec.applied_settings()),
+        # Cross-validated trials: the k fold models, their probabilities (values) averaged
+        "final_model": (
+            f"ensemble of {module.data_info.ensemble} fold models"
+            if module.data_info.ensemble > 1
+            else "single model"
+        ),
         "parent_run_id": parent_run_id,
         **({"trial_id": lineage.trial_id} if lineage.trial_id else {}),
         **({"checkpoint": lineage.checkpoint_uri} if lineage.checkpoint_uri else {}),

@@ -58,8 +58,23 @@ def ranked_results(results, metric: str, mode: str) -> list:
     """
     scored = [(r, best_value(r.metrics_dataframe, metric, mode)) for r in results]
     scored = [(r, v) for r, v in scored if v is not None]
-    scored.sort(key=lambda rv: rv[1], reverse=mode == "max")
+    sign = -1.0 if mode == "max" else 1.0
+    # Ties (an accuracy on few sequences) go to the lower validation loss at the best epoch
+    scored.sort(key=lambda rv: (sign * rv[1], loss_at_best(rv[0].metrics_dataframe, metric, mode)))
     return [r for r, _ in scored]
+
+
+def loss_at_best(df, metric: str, mode: str) -> float:
+    """The lowest validation loss among the epochs where `metric` reached its best value."""
+    best = best_value(df, metric, mode)
+    if best is None or metric == "val_loss" or "val_loss" not in df:
+        return math.inf
+    losses = [
+        loss
+        for v, loss in zip(measured(df, metric), measured(df, "val_loss"), strict=True)
+        if v == best and not math.isnan(loss)
+    ]
+    return min(losses, default=math.inf)
 
 
 def trial_rows(spec: JobSpec, results, ends: dict | None = None) -> list[TrialRow]:

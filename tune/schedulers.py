@@ -121,8 +121,17 @@ def concurrency_limit(spec: JobSpec, cluster: Mapping[str, float]) -> int | None
     each Train run would wait for (and hold part of) the workers' resources.
     """
     r = spec.resources
-    if r.workers == 1 or spec.search.max_concurrent is not None:
+    if spec.search.max_concurrent is not None:
         return spec.search.max_concurrent
+    if r.workers == 1:
+        if spec.samples >= 0:
+            return None
+        # Sampling until the budget is spent: the searcher makes a trial only when one fits,
+        # else Tune would create an endless queue of pending trials at the start
+        fits = [cluster.get("CPU", 1.0) // r.cpus]
+        if r.gpus > 0:
+            fits.append(cluster.get("GPU", 0.0) // r.gpus)
+        return max(1, int(min(fits)))
     fits = [cluster.get("CPU", 0.0) // (r.workers * r.cpus)]
     if r.gpus > 0:
         fits.append(cluster.get("GPU", 0.0) // (r.workers * r.gpus))

@@ -93,7 +93,9 @@ def candidate_values(dist: SearchValue) -> list[Scalar]:
 class SearchConfig(_Strict):
     algorithm: Literal["random", "grid", "optuna"] = "random"
     """`grid` tries every combination of `grid`/`choice` values (x num_samples); `optuna` is TPE."""
-    num_samples: int = Field(8, ge=1, le=10_000)
+    num_samples: int | None = Field(None, ge=1, le=10_000)
+    """Trials to sample (times the `grid:` axes); unset: until `budget.time_budget_s` is spent,
+    or 8 without a time budget (one pass for grid search)."""
     max_concurrent: int | None = Field(None, ge=1)
     seed: int | None = 0
 
@@ -117,7 +119,8 @@ class BudgetConfig(_Strict):
     max_epochs: int | None = Field(None, ge=1)
     """Epochs per trial (the top of the schedulers' range); default: trainer.max_epochs."""
     time_budget_s: float | None = Field(None, gt=0)
-    """Whole-search wall-clock budget; running trials stop when it is spent."""
+    """The whole job's wall-clock budget, from its start to its exit: the search samples trials
+    until what is left is what testing and registering the final model take."""
 
 
 class ResourcesConfig(_Strict):
@@ -173,7 +176,8 @@ class JobSpec(_Strict):
     optim: OptimConfig = OptimConfig()
     trainer: TrainerConfig = TrainerConfig(diagnostics=False)
     search_space: dict[str, SearchValue] | None = None
-    """Field name -> fixed value or distribution; omitted: the seed's defaults."""
+    """Field name -> fixed value or distribution; omitted: the dataset's default space, less
+    every field the spec's `model` and `optim` sections set (a fixed value stays fixed)."""
     search: SearchConfig = SearchConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     metric: str | None = None
@@ -184,6 +188,30 @@ class JobSpec(_Strict):
     storage: StorageConfig = StorageConfig()
     tracking: TrackingConfig = TrackingConfig()
     registry: RegistryConfig = RegistryConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_space(cls, raw: Any) -> Any:
+        """No `search_space`: the dataset's default one, written into the spec (so it travels
+        with it), without the fields the spec fixes in `model` and `optim`."""
+        if not isinstance(raw, dict) or raw.get("search_space") is not None:
+            return raw
+        data = raw.get("data")
+        name = data.get("name") if isinstance(data, dict) else getattr(data, "name", None)
+        if not isinstance(name, str):
+            return raw  # the data section's own error says what is wrong
+        fixed = {k for section in ("model", "optim") for k in _fields_set(raw.get(section))}
+        space = {k: v for k, v in default_search_space(name).items() if k not in fixed}
+        return {**raw, "search_space": space}
+
+    @property
+    def samples(self) -> int:
+        """Trials to sample: -1 for as many as the time budget allows."""
+        if self.search.num_samples is not None:
+            return self.search.num_samples
+        if self.search.algorithm == "grid":
+            return 1
+        return -1 if self.budget.time_budget_s else DEFAULT_SAMPLES
 
     @property
     def task(self) -> str:
@@ -322,6 +350,16 @@ class JobSpec(_Strict):
         return self
 
 
+DEFAULT_SAMPLES = 8  # trials of a search with neither num_samples nor a time budget
+
+
+def _fields_set(section: Any) -> set[str]:
+    """The fields a spec section gives (a mapping, or an already validated model)."""
+    if isinstance(section, dict):
+        return set(section)
+    return set(getattr(section, "model_fields_set", ()))
+
+
 # The sections only a job spec has (a train spec is a job spec without them).
 JOB_ONLY_SECTIONS = frozenset(JobSpec.model_fields) - frozenset(TrainSpec.model_fields)
 
@@ -350,6 +388,21 @@ def default_search_space(dataset: str) -> dict[str, SearchValue]:
     }
 
 
+def searching_line(spec: JobSpec) -> str:
+    """`searching: cell_type choice(gru, lstm), ...; trials: until the time budget is spent`:
+    what the job searches, said when it starts."""
+    searched = [
+        f"{k} {describe_range(v)}" for k, v in spec.space.items() if isinstance(v, Distribution)
+    ]
+    n = trial_count(spec)
+    trials = (
+        f"{n} trials"
+        if n is not None
+        else f"trials until the {spec.budget.time_budget_s:g} s budget is spent"
+    )
+    return f"searching: {', '.join(searched) or 'nothing (every value is fixed)'}; {trials}"
+
+
 def parse_job_spec(raw: Any, source: str = "spec") -> JobSpec:
     return validate_spec(JobSpec, raw, source)
 
@@ -376,16 +429,18 @@ def new_job_id(spec: JobSpec) -> str:
     return f"{spec.name}-{stamp}-{secrets.token_hex(2)}"
 
 
-def trial_count(spec: JobSpec) -> int:
-    """Trials the search will run: the grid's size for grid search; else `num_samples` times
-    the `grid:` axes, which Tune expands for every sample."""
+def trial_count(spec: JobSpec) -> int | None:
+    """Trials the search will run: the grid's size for grid search; else the samples times
+    the `grid:` axes, which Tune expands for every sample. None: until the budget is spent."""
     if spec.search.algorithm == "grid":
         return grid_size(spec)
+    if spec.samples < 0:
+        return None
     axes = [len(d.grid) for d in spec.space.values() if isinstance(d, Grid)]
-    return math.prod(axes) * spec.search.num_samples
+    return math.prod(axes) * spec.samples
 
 
 def grid_size(spec: JobSpec) -> int:
     """Trials a grid search will run (choice values count as grid axes)."""
     sizes = [len(candidate_values(d)) for d in spec.space.values() if isinstance(d, (Grid, Choice))]
-    return math.prod(sizes) * spec.search.num_samples
+    return math.prod(sizes) * spec.samples

@@ -29,6 +29,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune as ray_tune
 from sqlalchemy import event
 
+from lightning_modules.metrics import reported
 from tune import compat
 from tune import outcome as O
 from tune.outcome import JOB_TAG, PARENT_TAG, TRIAL_TAG
@@ -99,9 +100,15 @@ def setup_tracking(spec: JobSpec, local_root: Path | None) -> Tracking:
         _commit_without_fsync(client)
     name = spec.tracking.experiment or spec.name
     exp = client.get_experiment_by_name(name)
-    exp_id = (
-        exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifacts)
-    )
+    if exp is None:
+        # MLflow 3's UI opens an experiment by this tag: model training, not its GenAI view
+        exp_id = client.create_experiment(
+            name, artifact_location=artifacts, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING}
+        )
+    else:
+        exp_id = exp.experiment_id
+        if EXPERIMENT_KIND_TAG not in exp.tags:
+            client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
     return Tracking(uri, exp_id, reserve)
 
 
@@ -143,12 +150,9 @@ def dataset_input(spec: JobSpec) -> DatasetInput:
     """
     cfg = spec.data
     if cfg.name == "sequences":
-        from lightning_modules.data.inspect import SAMPLE_ABOVE_BYTES, describe
-        from lightning_modules.data.sequences import preflight
+        from lightning_modules.data.inspect import describe
 
         d = describe(cfg)
-        # Unusable data fails here, in one line, before any trial starts.
-        preflight(cfg, large=d.format == "parquet" and d.bytes > SAMPLE_ABOVE_BYTES)
         source, digest = d.source, d.digest
         schema = {"mlflow_colspec": [{"name": k, "type": v} for k, v in d.schema.items()]}
         profile = {"num_rows": d.rows, "files": d.files, "bytes": d.bytes, "format": d.format}
@@ -168,6 +172,8 @@ def dataset_input(spec: JobSpec) -> DatasetInput:
     return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train/val/test")])
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 BEST_EPOCH = "best_epoch"  # the epoch of a trial's best value of the job's metric
 
 
@@ -233,7 +239,8 @@ def open_parent_run(
         "dataset": spec.data.name,
         "search_algorithm": spec.search.algorithm,
         "scheduler": spec.scheduler.name,
-        "num_samples": spec.search.num_samples,
+        "num_samples": spec.samples if spec.samples > 0 else "until the time budget",
+        "time_budget_s": spec.budget.time_budget_s,
         "max_epochs": spec.max_epochs,
         "metric": metric,
         "mode": mode,
@@ -439,9 +446,7 @@ class MlflowTrialLogger(ray_tune.Callback):
         now = int(time.time() * 1000)  # when the epoch was reported, not when MLflow got it
         skip = set(str(result.get(NON_FINITE) or "").split(","))  # imputed for the scheduler
         metrics = [
-            Metric(k, float(result[k]), now, step)
-            for k in REPORTED
-            if k in result and k not in skip
+            Metric(k, float(result[k]), now, step) for k in reported(result) if k not in skip
         ]
         metric, mode = self.spec.monitor
         value = result.get(metric)
@@ -549,7 +554,7 @@ class MlflowTrialLogger(ray_tune.Callback):
             if df is None or run_id is None or "epoch" not in df:
                 continue
             missing = []
-            for key in [k for k in REPORTED if k in df]:
+            for key in reported(df.columns):
                 have = {m.step for m in self.client.get_metric_history(run_id, key)}
                 for _, row in df.iterrows():
                     step, value = int(row["epoch"]), row[key]

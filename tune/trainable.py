@@ -30,16 +30,7 @@ from lightning_modules.config import TrainSpec
 from lightning_modules.training import train
 from tune.spec import JobSpec
 
-REPORTED = (
-    M.TRAIN_LOSS,
-    M.VAL_LOSS,
-    M.VAL_ACC,
-    M.VAL_BPC,
-    M.GRAD_NORM,
-    M.CLIP_FRAC,
-    M.EPOCH_TIME_S,
-    M.LR,
-)
+REPORTED = M.REPORTED
 CHECKPOINT_FILE = "model.ckpt"
 DIVERGED = "diverged"  # reported as 1.0 in the result of a trial that diverged
 DIVERGED_REASON = "diverged_reason"  # with it, why (a string; not logged as a metric)
@@ -63,7 +54,7 @@ class TuneReporter(pl.Callback):
         if trainer.sanity_checking:
             return
         logged = trainer.callback_metrics
-        values = {k: float(logged[k]) for k in REPORTED if k in logged}
+        values = {k: float(logged[k]) for k in M.reported(logged)}
         metrics = {k: v for k, v in values.items() if math.isfinite(v)}
         non_finite = sorted(set(values) - set(metrics))
         if self.metric not in metrics:

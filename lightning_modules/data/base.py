@@ -32,6 +32,11 @@ class Split:
         lengths = self.lengths[:n] if self.lengths is not None else None
         return Split(self.x[:n], self.y[:n], lengths)
 
+    def take(self, idx: np.ndarray | torch.Tensor) -> Split:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        lengths = self.lengths[idx] if self.lengths is not None else None
+        return Split(self.x[idx], self.y[idx], lengths)
+
 
 @dataclass
 class SequenceData:
@@ -47,6 +52,14 @@ class SequenceData:
     """Dataset-specific artefacts saved with the model (e.g. the text vocabulary)."""
     digest: str | None = None
     """The source's own digest (user data: files + options), used as the fingerprint."""
+    folds: np.ndarray | None = None
+    """Cross-validation: the fold (0..k-1) of every training example; `val` is then `train`
+    (each fold is scored by the model trained on the others)."""
+
+    @property
+    def ensemble(self) -> int:
+        """Networks a model of this data holds: the k fold models, or one."""
+        return int(self.folds.max()) + 1 if self.folds is not None else 1
 
     def fingerprint(self) -> str:
         """Content hash of all splits: identifies the exact data a model was trained and tested on."""
@@ -115,10 +128,69 @@ class TensorBatches:
             yield x, lengths, s.y[idx]
 
 
+class FoldBatches:
+    """Cross-validation training batches: each step one (x, lengths, y) batch per fold model,
+    from the examples outside its fold, so the k models train in lockstep (one step each).
+
+    An epoch is as many steps as the largest fold's training set needs; a smaller one starts
+    its next shuffled pass early. Each model sees its own examples in its own order.
+    """
+
+    def __init__(self, split: Split, folds: np.ndarray, batch_size: int, seed: int = 0) -> None:
+        k = int(folds.max()) + 1
+        self.members = [
+            TensorBatches(split.take(np.flatnonzero(folds != i)), batch_size, True, seed + i)
+            for i in range(k)
+        ]
+
+    def __len__(self) -> int:
+        return max(len(m) for m in self.members)
+
+    def __iter__(self) -> Iterator[tuple]:
+        iters = [iter(m) for m in self.members]
+        for _ in range(len(self)):
+            batches = []
+            for i, it in enumerate(iters):
+                batch = next(it, None)
+                if batch is None:  # this fold's pass ended first: start its next one
+                    iters[i] = iter(self.members[i])
+                    batch = next(iters[i])
+                batches.append(batch)
+            yield tuple(batches)
+
+
+class FoldEval:
+    """Cross-validation scoring batches: each fold's examples, tagged with the fold, so the
+    model trained without that fold scores them: (x, lengths, y, fold)."""
+
+    def __init__(self, split: Split, folds: np.ndarray, batch_size: int) -> None:
+        k = int(folds.max()) + 1
+        self.members = [
+            TensorBatches(split.take(np.flatnonzero(folds == i)), batch_size, False)
+            for i in range(k)
+        ]
+
+    def __len__(self) -> int:
+        return sum(len(m) for m in self.members)
+
+    def __iter__(self):
+        for fold, member in enumerate(self.members):
+            for x, lengths, y in member:
+                yield x, lengths, y, fold
+
+
 def data_parallel_rank(dm: pl.LightningDataModule) -> tuple[int, int]:
     """(rank, world size) of the Trainer the datamodule serves; (0, 1) outside one."""
     trainer = dm.trainer
     return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+
+def train_size(data: SequenceData) -> int:
+    """Examples one model trains on: the training split, less the smallest fold's share."""
+    n = len(data.train)
+    if data.folds is None:
+        return n
+    return n - int(np.bincount(data.folds).max())
 
 
 class SequenceDataModule(pl.LightningDataModule):
@@ -127,11 +199,20 @@ class SequenceDataModule(pl.LightningDataModule):
     def __init__(self, data: SequenceData, batch_size: int, seed: int = 0) -> None:
         super().__init__()
         self.data = data
-        self.batch_size = batch_size
+        # Never more than a model's training set: a batch larger than the data is one step an
+        # epoch, whatever the batch size searched (one fold model's set under cross-validation).
+        self.batch_size = max(1, min(batch_size, train_size(data)))
         self.seed = seed
 
     def train_dataloader(self):
         rank, world = data_parallel_rank(self)
+        if self.data.folds is not None:
+            if world > 1:
+                raise ValueError(
+                    "data.validation: cross-validation trains in one process; with "
+                    "resources.workers > 1 set data.validation to {holdout: 0.1}"
+                )
+            return FoldBatches(self.data.train, self.data.folds, self.batch_size, self.seed)
         if not isinstance(self.data.train, Split):  # streamed from Parquet
             from lightning_modules.data.parquet_stream import ParquetBatches, loader
 
@@ -146,6 +227,8 @@ class SequenceDataModule(pl.LightningDataModule):
         )
 
     def val_dataloader(self):
+        if self.data.folds is not None:
+            return FoldEval(self.data.train, self.data.folds, max(self.batch_size, 256))
         return self._eval_batches(self.data.val)
 
     def test_dataloader(self):
@@ -158,18 +241,6 @@ class SequenceDataModule(pl.LightningDataModule):
 
             return loader(ParquetBatches(split, max(self.batch_size, 256), False, 0, rank, world))
         return TensorBatches(split, max(self.batch_size, 256), False, rank=rank, world=world)
-
-
-def split_train_val(
-    x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int, limit: int | None = None
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Carve a seeded validation set out of the training examples (the test set never moves)."""
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_val = max(1, int(round(len(x) * val_fraction)))
-    val, train = order[:n_val], order[n_val:]
-    if limit is not None:
-        train = train[:limit]
-    return (x[train], y[train]), (x[val], y[val])
 
 
 def to_split(x: np.ndarray, y: np.ndarray, classification: bool = True) -> Split:

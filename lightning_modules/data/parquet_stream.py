@@ -235,7 +235,7 @@ def loader(batches: ParquetBatches, workers: int = 1) -> DataLoader:
 def _assign_splits(cfg: SequencesData, seed: int, main: Source, y: np.ndarray, split_col):
     """Mark each row of `main` TRAIN / VAL / TEST / UNUSED, as the spec's split options say."""
     from lightning_modules.data.sequence_files import SPLIT_NAMES
-    from lightning_modules.data.sequences import ratio_split
+    from lightning_modules.data.splits import holdout_fraction, ratio_split
 
     codes = main.split_of_row
     if split_col is not None:
@@ -252,8 +252,13 @@ def _assign_splits(cfg: SequencesData, seed: int, main: Source, y: np.ndarray, s
         test, rows = ratio_split(y, cfg.test_fraction, cfg.split_seed, stratify)
         codes[test] = TEST
         rows = np.flatnonzero(codes == TRAIN)
+    if getattr(cfg.validation, "folds", None):
+        raise DataFileError(
+            "data.validation: cross-validation holds its data in memory; streamed data (large "
+            "Parquet, reader: stream) is scored on a holdout: set {holdout: 0.1}"
+        )
     if not cfg.val_url:
-        val, _ = ratio_split(y[rows], cfg.val_fraction, seed, stratify)
+        val, _ = ratio_split(y[rows], holdout_fraction(cfg), seed, stratify)
         codes[rows[val]] = VAL
     if cfg.limit is not None:
         train = np.flatnonzero(codes == TRAIN)

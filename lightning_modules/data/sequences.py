@@ -21,35 +21,24 @@ from lightning_modules.data.sequence_files import (
     list_files,
     read,
 )
+from lightning_modules.data.splits import (
+    ValidationPlan,
+    class_counts,
+    holdout_fraction,
+    plan_validation,
+    ratio_split,
+    stratified_folds,
+)
 from lightning_modules.preprocessing import Moments, Preprocessing, from_moments
 
 SPLITS = ("train", "val", "test")
 
 
-def ratio_split(
-    y: np.ndarray, fraction: float, seed: int, stratify: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """(taken, rest) indices: `fraction` of each class (of all rows for regression), seeded."""
-    rng = np.random.default_rng(seed)
-    groups = [np.arange(len(y))]
-    if stratify:
-        keys = np.array([str(v) for v in y])
-        groups = [np.flatnonzero(keys == k) for k in np.unique(keys)]
-    taken = []
-    for g in groups:
-        g = rng.permutation(g)
-        taken.append(g[: int(round(len(g) * fraction))])
-    taken_idx = np.sort(np.concatenate(taken)).astype(np.int64)
-    if len(taken_idx) == 0 and len(y) > 1:  # tiny data: still one example
-        taken_idx = np.array([int(rng.integers(len(y)))])
-    rest = np.setdiff1d(np.arange(len(y)), taken_idx)
-    return taken_idx, rest
-
-
 def load_splits(
     cfg: SequencesData, seed: int, max_rows: int | None = None
-) -> dict[str, RawSequences]:
-    """Raw train/val/test sequences, as the spec's split options say (`max_rows`: a sample)."""
+) -> tuple[dict[str, RawSequences], ValidationPlan]:
+    """Raw train/val/test sequences, as the spec's split options say (`max_rows`: a sample),
+    and how trials are scored on them: under cross-validation `val` is `train` itself."""
     data = read(cfg.url, cfg, max_rows)
     stratify = cfg.task == "classification"
     if cfg.split_column:
@@ -63,6 +52,9 @@ def load_splits(
         missing = [s for s in SPLITS if len(out[s]) == 0]
         if missing and max_rows is None:
             raise DataFileError(f"data.split_column: no {missing[0]} sequences in {cfg.url}")
+        if cfg.limit is not None:
+            out["train"] = _sample(out["train"], cfg.limit, seed)
+        plan = ValidationPlan("fixed", len(out["val"]), train_size=len(out["train"]), asked=True)
     else:
         out = {}
         if cfg.test_url:
@@ -70,23 +62,35 @@ def load_splits(
         else:
             test, rest = ratio_split(data.y, cfg.test_fraction, cfg.split_seed, stratify)
             out["test"], data = data.take(test), data.take(rest)
-        if cfg.val_url:
-            out["val"] = read(cfg.val_url, cfg, max_rows)
-        else:
-            val, rest = ratio_split(data.y, cfg.val_fraction, seed, stratify)
+        if cfg.limit is not None:
+            data = _sample(data, cfg.limit, seed)
+        out["val"] = read(cfg.val_url, cfg, max_rows) if cfg.val_url else None
+        plan = plan_validation(
+            cfg.validation,
+            cfg.val_fraction,
+            len(data),
+            class_counts(data.y) if stratify else None,
+            len(out["val"]) if out["val"] is not None else None,
+        )
+        if plan.kind == "holdout":
+            val, rest = ratio_split(data.y, holdout_fraction(cfg), seed, stratify)
             out["val"], data = data.take(val), data.take(rest)
         out["train"] = data
-    if cfg.limit is not None:
-        # A seeded sample, not the first rows: files are often sorted by label.
-        keep = np.random.default_rng(seed).permutation(len(out["train"]))[: cfg.limit]
-        out["train"] = out["train"].take(np.sort(keep))
+        if plan.kind == "folds":
+            out["val"] = data  # every sequence is scored once, by the model of its fold
     for s in SPLITS:
         if out[s].feature_names != out["train"].feature_names:
             raise DataFileError(
                 f"data: the {s} split has features {out[s].feature_names}, "
                 f"training has {out['train'].feature_names}"
             )
-    return out
+    return out, plan
+
+
+def _sample(data: RawSequences, limit: int, seed: int) -> RawSequences:
+    """A seeded sample, not the first rows: files are often sorted by label."""
+    keep = np.random.default_rng(seed).permutation(len(data))[:limit]
+    return data.take(np.sort(keep))
 
 
 def fit_preprocessing(cfg: SequencesData, train: RawSequences) -> Preprocessing:
@@ -119,6 +123,8 @@ def check_missing(cfg: SequencesData, splits: dict[str, RawSequences], prep: Pre
         return
     total, first = 0, None
     for s in SPLITS:
+        if s == "val" and splits["val"] is splits["train"]:  # cross-validation: one pool
+            continue
         for i, x in enumerate(splits[s].x):
             nan = np.isnan(prep.truncate(x))
             if nan.any():
@@ -169,11 +175,17 @@ def build(cfg: SequencesData, seed: int) -> SequenceData:
         from lightning_modules.data.parquet_stream import build_stream
 
         return build_stream(cfg, seed)
-    splits = load_splits(cfg, seed)
+    splits, plan = load_splits(cfg, seed)
     check_labels(cfg, splits)
     prep = fit_preprocessing(cfg, splits["train"])
     check_missing(cfg, splits, prep)
-    tensors = {s: to_split(splits[s], prep, cfg.task, s) for s in SPLITS}
+    tensors = {s: to_split(splits[s], prep, cfg.task, s) for s in ("train", "test")}
+    folds = None
+    if plan.kind == "folds":
+        tensors["val"] = tensors["train"]
+        folds = stratified_folds(splits["train"].y, plan.folds, seed, cfg.task == "classification")
+    else:
+        tensors["val"] = to_split(splits["val"], prep, cfg.task, "val")
     seq_len = max(int(t.lengths.max()) for t in tensors.values())
     out = len(prep.classes) if cfg.task == "classification" else tensors["train"].y.shape[1]
     return SequenceData(
@@ -185,16 +197,18 @@ def build(cfg: SequencesData, seed: int) -> SequenceData:
         seq_len=seq_len,
         extras={"preprocessing": prep.to_dict()},
         digest=digest(cfg),
+        folds=folds,
     )
 
 
-def preflight(cfg: SequencesData, large: bool, sample: int = 2000) -> None:
+def preflight(cfg: SequencesData, large: bool, sample: int = 2000) -> ValidationPlan:
     """Read the data (a sample of a `large` one) as a trial would, so a job with unusable data
-    fails in one line before any trial starts."""
-    splits = load_splits(cfg, seed=0, max_rows=sample if large else None)
+    fails in one line before any trial starts; how its trials will be scored."""
+    splits, plan = load_splits(cfg, seed=0, max_rows=sample if large else None)
     check_labels(cfg, splits)
     prep = fit_preprocessing(cfg, splits["train"])
     check_missing(cfg, splits, prep)
     if not large:  # a sample's splits may miss classes that the whole data has
         for s in SPLITS:
             to_split(splits[s], prep, cfg.task, s)
+    return plan

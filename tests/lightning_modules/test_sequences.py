@@ -20,7 +20,9 @@ from tests.sequence_files import CLASSES, sensor_sequences, write_csv, write_npz
 
 
 def cfg(url, **kw) -> SequencesData:
-    return SequencesData(url=str(url), **kw)
+    """These tests are about layouts and ratio splits, so a holdout (`auto` would pick folds
+    for 240 sequences; test_folds.py and test_splits.py cover those)."""
+    return SequencesData(url=str(url), **{"validation": {"holdout": 0.1}, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -100,7 +100,7 @@ def test_param_space_of_an_example_spec_covers_its_search_space():
     spec = load_job_spec(ROOT / "examples" / "japanese_vowels.yaml")
     space = S.param_space(spec)
     assert set(space) == set(spec.search_space)
-    assert (space["lr"].lower, space["lr"].upper) == (0.002, 0.01)
+    assert (space["lr"].lower, space["lr"].upper) == (0.001, 0.01)  # the default space
 
 
 @pytest.mark.parametrize(

@@ -93,3 +93,44 @@ def test_unusable_data_fails_before_any_trial(ray_local, mlflow_server, tmp_path
     bad = spec.model_copy(update={"data": spec.data.model_copy(update={"label_column": "y"})})
     with pytest.raises(DataFileError, match="no column 'y'"):
         run_job(bad)
+
+
+def test_time_budget_alone_keeps_sampling_cross_validated_trials_until_spent(
+    ray_local, mlflow_server, tmp_path
+):
+    """No num_samples: trials until the budget is spent; the job ends within it; each trial is
+    scored by 5 folds (mean, sd and per-fold values on its run); the champion is the ensemble."""
+    xs, labels, _ = sensor_sequences(n=80, seed=3)
+    url = write_parquet(tmp_path / "d.parquet", xs, labels)
+    spec = parse_job_spec(
+        {
+            "name": "budgeted",
+            "data": {"name": "sequences", "url": str(url)},
+            "model": {"cell_type": "gru", "hidden_size": 8, "num_layers": 1},
+            "search_space": {"lr": {"loguniform": [0.003, 0.03]}},
+            "scheduler": {"name": "fifo"},
+            "budget": {"time_budget_s": 45, "max_epochs": 3},
+            "storage": {"url": str(tmp_path / "store")},
+            "tracking": {"uri": mlflow_server, "experiment": "budget-tests"},
+            "registry": {"model_name": "budgeted-test"},
+        }
+    )
+    summary = run_job(spec)
+    t = summary.timing
+    assert summary.trials >= 3, summary.trial_states
+    assert t.search_ended == "the time budget was reached"
+    assert t.total_s <= 45 * 1.1 and t.total_s >= 45 * 0.8, t
+    client = MlflowClient(mlflow_server)
+    parent = client.get_run(summary.parent_run_id)
+    assert parent.data.metrics["time_search_s"] > 0 and parent.data.params["validation"]
+    assert "5-fold cross-validation" in parent.data.tags["rnntune.protocol"]
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    child = client.search_runs(
+        [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
+    )[0]
+    folds = [child.data.metrics[f"val_acc_fold{i}"] for i in range(5)]
+    assert child.data.metrics["val_acc"] == pytest.approx(np.mean(folds), abs=1e-6)
+    assert "val_acc_sd" in child.data.metrics
+    version = client.get_model_version("budgeted-test", summary.registration.version)
+    assert version.tags["final_model"] == "ensemble of 5 fold models"

@@ -1,0 +1,174 @@
+"""How a dataset's rows are split: seeded ratio splits (test, holdout), stratified k folds, and
+the rule that scores trials by folds or by a holdout, from the size of the training data.
+
+Every reader (in-memory user data, streamed Parquet, the built-in datasets) splits through this
+module, so the rules are written once.
+
+Why the thresholds: a trial is selected on its validation accuracy, whose standard error on n
+sequences is sqrt(p(1-p)/n): 2.2 points at p = 0.85 and n = 270, 5 points at n = 50, 25 points at
+n = 4. The issue behind this module (search quality on small data, issue 20) measured searches
+choosing at random among trials tied on a 27-sequence holdout and at 0.000 on a 1-sequence one.
+Below `MIN_HOLDOUT` held-out sequences, or `MIN_PER_CLASS` of some class, every training sequence
+is scored once instead, out of fold, by k models trained in lockstep (k = 5, the usual choice of
+AutoGluon and auto-sklearn's resampling): the selection then sees n sequences, not a tenth of n.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+MIN_HOLDOUT = 300  # held-out sequences below which a holdout cannot rank trials (see above)
+MIN_PER_CLASS = 20  # ... or of one class, for classification
+MIN_SELECT = 20  # sequences scored per trial below which the start of a job warns
+DEFAULT_FOLDS = 5
+
+
+def ratio_split(
+    y: np.ndarray, fraction: float, seed: int, stratify: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(taken, rest) indices: `fraction` of each class (of all rows for regression), seeded."""
+    rng = np.random.default_rng(seed)
+    taken = [rng.permutation(g)[: int(round(len(g) * fraction))] for g in _groups(y, stratify)]
+    taken_idx = np.sort(np.concatenate(taken)).astype(np.int64)
+    if len(taken_idx) == 0 and len(y) > 1:  # tiny data: still one example
+        taken_idx = np.array([int(rng.integers(len(y)))])
+    rest = np.setdiff1d(np.arange(len(y)), taken_idx)
+    return taken_idx, rest
+
+
+def holdout_fraction(cfg) -> float:
+    """The fraction a holdout takes of `SequencesData` `cfg`: `validation.holdout`, else
+    `val_fraction`."""
+    return getattr(cfg.validation, "holdout", None) or cfg.val_fraction
+
+
+def split_train_val(
+    x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int, limit: int | None = None
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Carve a seeded validation set out of the training examples (the test set never moves)."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = max(1, int(round(len(x) * val_fraction)))
+    val, train = order[:n_val], order[n_val:]
+    if limit is not None:
+        train = train[:limit]
+    return (x[train], y[train]), (x[val], y[val])
+
+
+def stratified_folds(y: np.ndarray, k: int, seed: int, stratify: bool) -> np.ndarray:
+    """The fold (0..k-1) of every row: disjoint folds covering all rows, of sizes within one of
+    each other, each holding its share of every class (classification) or of every range of the
+    target (regression: rows dealt in target order), and the same for the same seed."""
+    if stratify:
+        groups = _groups(y, True)
+    else:  # regression: deal rows in order of the (first) target, so every fold spans its range
+        target = np.asarray(y, dtype=np.float64).reshape(len(y), -1)[:, 0]
+        groups = [np.argsort(target, kind="stable")]
+    rng = np.random.default_rng(seed)
+    folds = np.empty(len(y), dtype=np.int64)
+    dealt = 0
+    for g in groups:
+        if stratify:
+            g = rng.permutation(g)
+        else:  # shuffle within each run of k, keeping the deal by target
+            g = np.concatenate([rng.permutation(g[i : i + k]) for i in range(0, len(g), k)])
+        # The deal goes on where the last class stopped, so small classes spread over folds
+        folds[g] = (np.arange(len(g)) + dealt) % k
+        dealt += len(g)
+    return folds
+
+
+def _groups(y: np.ndarray, stratify: bool) -> list[np.ndarray]:
+    if not stratify:
+        return [np.arange(len(y))]
+    keys = np.array([str(v) for v in y])
+    return [np.flatnonzero(keys == key) for key in np.unique(keys)]
+
+
+def class_counts(y: np.ndarray) -> list[int]:
+    keys = np.array([str(v) for v in y])
+    return [int(n) for n in np.unique(keys, return_counts=True)[1]]
+
+
+@dataclass(frozen=True)
+class ValidationPlan:
+    """How the trials of a job on this data are scored."""
+
+    kind: Literal["folds", "holdout", "fixed"]
+    scored: int  # sequences each trial is scored on (folds: every training sequence, once)
+    folds: int = 1
+    fold_size: int = 0  # folds: sequences per fold (the smallest)
+    train_size: int = 0  # sequences a model trains on (folds: the smallest k-1 folds)
+    asked: bool = False  # the spec chose it (not `auto`)
+    why: str = ""
+
+    @property
+    def warning(self) -> str:
+        """Non-empty when trials would be selected on too few sequences to tell them apart."""
+        if self.scored >= MIN_SELECT:
+            return ""
+        what = "cross-validation over" if self.kind == "folds" else "a validation split of"
+        return (
+            f"validation: trials are selected on {what} {self.scored} sequences, under "
+            f"{MIN_SELECT}: their scores move in steps of {1 / max(self.scored, 1):.2f} and "
+            "the choice is mostly chance; add validation data"
+        )
+
+    def describe(self) -> str:
+        if self.kind == "folds":
+            return (
+                f"{self.folds}-fold cross-validation: {self.folds} models per trial, each trained "
+                f"on ~{self.train_size} and scored on ~{self.fold_size} sequences "
+                f"({self.scored} scored per trial){self.why}"
+            )
+        source = "the given validation split" if self.kind == "fixed" else "a holdout"
+        return f"{source} of {self.scored} sequences{self.why}"
+
+
+def plan_validation(
+    validation, val_fraction: float, pool: int, counts: list[int] | None, fixed_val: int | None
+) -> ValidationPlan:
+    """The plan for `pool` training sequences (before any validation is carved out), `counts`
+    per class for classification, `fixed_val` sequences when validation data is given.
+
+    `validation` is `SequencesData.validation`: "auto", `Folds` or `Holdout`.
+    """
+    if fixed_val is not None:
+        return ValidationPlan("fixed", fixed_val, train_size=pool, asked=True)
+    k = getattr(validation, "folds", None)
+    fraction = getattr(validation, "holdout", None) or val_fraction
+    held = max(1, int(round(pool * fraction)))
+    smallest = min(counts) if counts else None
+    if validation == "auto":
+        small = held < MIN_HOLDOUT or (smallest is not None and smallest * fraction < MIN_PER_CLASS)
+        if not small:
+            return ValidationPlan(
+                "holdout", held, train_size=pool - held, why=f" (auto: {pool} sequences)"
+            )
+        # Each fold should hold every class: no more folds than the smallest class has members
+        k = max(2, min(DEFAULT_FOLDS, smallest or DEFAULT_FOLDS, pool))
+        reason = (
+            f"a {fraction:g} holdout would hold {held} sequences"
+            + (f", {smallest * fraction:.0f} of the smallest class" if smallest else "")
+            + f"; under {MIN_HOLDOUT}"
+            + (f" or {MIN_PER_CLASS} per class" if smallest else "")
+        )
+        return _folds(pool, k, asked=False, why=f" (auto: {reason})")
+    if k is not None:
+        return _folds(pool, min(k, pool), asked=True)
+    return ValidationPlan("holdout", held, train_size=pool - held, asked=True)
+
+
+def _folds(pool: int, k: int, asked: bool, why: str = "") -> ValidationPlan:
+    fold = pool // k
+    return ValidationPlan(
+        "folds",
+        pool,
+        folds=k,
+        fold_size=fold,
+        train_size=pool - -(-pool // k),
+        asked=asked,
+        why=why,
+    )

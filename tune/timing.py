@@ -1,0 +1,74 @@
+"""Where a job's wall time went: start-up, the search, the final model; and why the search ended.
+
+The job's clock starts with its process (`rnntune run`, or `python -m tune run` on a cluster),
+so `budget.time_budget_s` bounds what the user waits for, imports and Ray's start included.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from mlflow.tracking import MlflowClient
+
+from tune.spec import JobSpec
+
+
+@dataclass
+class Timing:
+    total_s: float
+    startup_s: float  # process start to the search's start: imports, Ray, MLflow, data read
+    search_s: float
+    final_s: float  # after the search: the final model's test, registration, figures
+    budget_s: float | None
+    search_ended: str  # why the search ended
+
+    def line(self) -> str:
+        budget = f" of a {self.budget_s:.0f} s budget" if self.budget_s else ""
+        return (
+            f"time: {self.total_s:.0f} s{budget}: {self.startup_s:.0f} s start-up, "
+            f"{self.search_s:.0f} s search ({self.search_ended}), {self.final_s:.0f} s final "
+            "model (test, registration, figures)"
+        )
+
+
+@dataclass
+class JobClock:
+    started: float  # time.time() when the job's process started
+    search_start: float = 0.0
+    search_end: float = 0.0
+
+    def elapsed(self) -> float:
+        return time.time() - self.started
+
+    def split(self, search_budget_s: float | None, spec: JobSpec, trials: int) -> Timing:
+        now = time.time()
+        search = self.search_end - self.search_start
+        if search_budget_s is not None and search >= search_budget_s - 1.0:
+            why = "the time budget was reached"
+        elif spec.search.algorithm == "grid":
+            why = f"the grid's {trials} trials ran"
+        elif spec.samples > 0:
+            why = f"all {trials} trials ran (search.num_samples)"
+        else:
+            why = f"{trials} trials ran"
+        return Timing(
+            total_s=now - self.started,
+            startup_s=self.search_start - self.started,
+            search_s=search,
+            final_s=now - self.search_end,
+            budget_s=spec.budget.time_budget_s,
+            search_ended=why,
+        )
+
+
+def log_timing(client: MlflowClient, parent: str, t: Timing) -> None:
+    """The split on the parent run: `time_startup_s`, `time_search_s`, `time_final_s`."""
+    for name, value in (
+        ("time_total_s", t.total_s),
+        ("time_startup_s", t.startup_s),
+        ("time_search_s", t.search_s),
+        ("time_final_s", t.final_s),
+    ):
+        client.log_metric(parent, name, round(value, 2))
+    client.set_tag(parent, "rnntune.search_ended", t.search_ended)
