@@ -48,7 +48,9 @@ class Holdout(Section):
     """The held-out fraction (None: `val_fraction`)."""
 
 
-Validation = Literal["auto"] | Folds | Holdout
+Validation = Literal["auto", "none"] | Folds | Holdout
+"""`none`: every training sequence trains the model and nothing is held out; a refit of settings
+a cross-validated search chose, for the epoch count it chose."""
 
 
 class MnistRowsData(Section):

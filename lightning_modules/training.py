@@ -167,13 +167,18 @@ def train(
     dm = build_datamodule(spec.data, data, spec.optim.batch_size, t.seed)
     module = TASK_MODULES[spec.task](spec, data_info(data))
     monitor, mode = module.monitor, module.mode
+    # A refit (`data.validation: none`) holds nothing out: its last epoch is the model
+    refit = getattr(spec.data, "validation", None) == "none"
     ckpt = ModelCheckpoint(
-        dirpath=str(out / "checkpoints"), filename="best", monitor=monitor, mode=mode
+        dirpath=str(out / "checkpoints"),
+        filename="best",
+        monitor=None if refit else monitor,
+        mode=mode,
     )
     history = _History()
     cbs = [ckpt] if save_checkpoints else []
     cbs += [history, *(callbacks or [])]
-    if t.patience:
+    if t.patience and not refit:
         cbs.append(
             EarlyStopping(monitor=monitor, mode=mode, patience=t.patience, check_finite=True)
         )

@@ -22,11 +22,13 @@ from mlflow.tracking import MlflowClient
 from ray import tune as ray_tune
 from ray.tune.utils.util import warn_if_slow
 
+from lightning_modules.training import load_module
 from tune import outcome as O
 from tune import report, schedulers
 from tune.cluster import ensure_ray
 from tune.compat import set_restored_callbacks
 from tune.console import LiveView
+from tune.final import best_epoch, refit
 from tune.importance import Importance, importances, log_importance
 from tune.policy import Policy
 from tune.protocol import adapt, read_plan, search_time_budget
@@ -452,13 +454,16 @@ def _finish(
             best_value = report.best_value(best.metrics_dataframe, metric, mode)
             if spec.registry.enabled:
                 trial_id = str(best.metrics.get("trial_id", ""))
+                final = ""
+                if spec.registry.final_model == "refit":
+                    ckpt, final = _refit(best, ckpt, metric, mode, Path(tmp) / "refit")
                 registration = register_best(
                     spec,
                     job_id,
                     parent,
                     tracking.uri,
                     ckpt,
-                    lineage=Lineage(runs.get(trial_id), trial_id, ckpt_uri),
+                    lineage=Lineage(runs.get(trial_id), trial_id, ckpt_uri, final),
                 )
     if best_value is not None:
         client.log_metric(parent, f"best_{metric}", best_value)
@@ -485,6 +490,18 @@ def _finish(
     )
     client.set_tag(parent, "mlflow.note.content", describe(summary))  # the run's description
     return summary
+
+
+def _refit(best, ckpt: Path, metric: str, mode: str, out: Path) -> tuple[Path, str]:
+    """A cross-validated winner refit on all training data (tune/final.py); others as they are."""
+    if load_module(ckpt).data_info.ensemble == 1:
+        return ckpt, ""
+    epochs = best_epoch(best.metrics_dataframe, metric, mode)
+    refit_ckpt, refit_spec = refit(ckpt, epochs, out)
+    print(
+        f"rnntune: refit the winner on all training sequences for {refit_spec.trainer.max_epochs} epochs"
+    )
+    return refit_ckpt, f"refit on all training sequences for {refit_spec.trainer.max_epochs} epochs"
 
 
 def _importance(spec: JobSpec, results, client: MlflowClient, parent: str, folder: Path):

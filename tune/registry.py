@@ -194,6 +194,7 @@ class Lineage:
     run_id: str | None
     trial_id: str = ""
     checkpoint_uri: str = ""
+    final_model: str = ""  # how the registered model was made from the trial, if not as is
 
 
 def register_best(
@@ -279,7 +280,8 @@ def _log_and_register(
         **{k: repr(v) for k, v in metrics.items()},
         "config": json.dumps(trial_spec.applied_settings()),
         # Cross-validated trials: the k fold models, their probabilities (values) averaged
-        "final_model": (
+        "final_model": lineage.final_model
+        or (
             f"ensemble of {module.data_info.ensemble} fold models"
             if module.data_info.ensemble > 1
             else "single model"

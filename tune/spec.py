@@ -165,6 +165,10 @@ class RegistryConfig(_Strict):
     """Registered model name; default: the job name."""
     enabled: bool = True
     """Register the best model (set false for exploratory searches)."""
+    final_model: Literal["ensemble", "refit"] = "ensemble"
+    """After a cross-validated search: `ensemble` registers the winning trial's k fold models
+    (probabilities averaged); `refit` trains its settings once more on every training
+    sequence, for the epoch count the folds chose, within the job's budget."""
 
 
 class JobSpec(_Strict):

@@ -34,7 +34,7 @@ def ts_file(split: str) -> Path:
     return root / "datasets" / "data" / "JapaneseVowels" / f"JapaneseVowels_{split}.ts"
 
 
-def read_ts(path: Path) -> tuple[list[np.ndarray], list[str]]:
+def read_ts(path: Path, label_prefix: str = "") -> tuple[list[np.ndarray], list[str]]:
     """The `.ts` format: header lines start with @ or #; then one case per line, its dimensions
     separated by ':' (each a comma-separated series) and the class label last."""
     sequences, labels = [], []
@@ -49,14 +49,14 @@ def read_ts(path: Path) -> tuple[list[np.ndarray], list[str]]:
         *dims, label = line.split(":")
         steps = np.array([[float(v) for v in d.split(",")] for d in dims], dtype=np.float32).T
         sequences.append(steps)  # (T, 12)
-        labels.append(f"speaker_{label}")
+        labels.append(f"{label_prefix}{label.strip()}")
     return sequences, labels
 
 
 def write(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for split in ("train", "test"):
-        sequences, labels = read_ts(ts_file(split.upper()))
+        sequences, labels = read_ts(ts_file(split.upper()), label_prefix="speaker_")
         table = pa.table(
             {"sequence": [s.tolist() for s in sequences], "label": labels},
             schema=pa.schema(

@@ -108,7 +108,9 @@ def inspect(cfg: SequencesData, sample: int = 20_000) -> Report:
     report = Report(
         source=source,
         sampled=sampled,
-        split_sizes={s: len(splits[s]) for s in SPLITS if s != "val" or plan.kind != "folds"},
+        split_sizes={
+            s: len(splits[s]) for s in SPLITS if s != "val" or splits["val"] is not splits["train"]
+        },
         validation=plan.describe(),
         validation_warning=plan.warning,
         lengths={

@@ -252,9 +252,9 @@ def _assign_splits(cfg: SequencesData, seed: int, main: Source, y: np.ndarray, s
         test, rows = ratio_split(y, cfg.test_fraction, cfg.split_seed, stratify)
         codes[test] = TEST
         rows = np.flatnonzero(codes == TRAIN)
-    if getattr(cfg.validation, "folds", None):
+    if getattr(cfg.validation, "folds", None) or cfg.validation == "none":
         raise DataFileError(
-            "data.validation: cross-validation holds its data in memory; streamed data (large "
+            "data.validation: folds and refits hold their data in memory; streamed data (large "
             "Parquet, reader: stream) is scored on a holdout: set {holdout: 0.1}"
         )
     if not cfg.val_url:

@@ -76,8 +76,10 @@ def load_splits(
             val, rest = ratio_split(data.y, holdout_fraction(cfg), seed, stratify)
             out["val"], data = data.take(val), data.take(rest)
         out["train"] = data
-        if plan.kind == "folds":
-            out["val"] = data  # every sequence is scored once, by the model of its fold
+        if plan.kind in ("folds", "none"):
+            # folds: every sequence is scored once, by the model of its fold; none: the
+            # validation metrics are the training data's (a refit selects nothing)
+            out["val"] = data
     for s in SPLITS:
         if out[s].feature_names != out["train"].feature_names:
             raise DataFileError(
@@ -180,12 +182,11 @@ def build(cfg: SequencesData, seed: int) -> SequenceData:
     prep = fit_preprocessing(cfg, splits["train"])
     check_missing(cfg, splits, prep)
     tensors = {s: to_split(splits[s], prep, cfg.task, s) for s in ("train", "test")}
+    same = splits["val"] is splits["train"]  # folds, or a refit: validation is no split
+    tensors["val"] = tensors["train"] if same else to_split(splits["val"], prep, cfg.task, "val")
     folds = None
     if plan.kind == "folds":
-        tensors["val"] = tensors["train"]
         folds = stratified_folds(splits["train"].y, plan.folds, seed, cfg.task == "classification")
-    else:
-        tensors["val"] = to_split(splits["val"], prep, cfg.task, "val")
     seq_len = max(int(t.lengths.max()) for t in tensors.values())
     out = len(prep.classes) if cfg.task == "classification" else tensors["train"].y.shape[1]
     return SequenceData(

@@ -96,7 +96,7 @@ def class_counts(y: np.ndarray) -> list[int]:
 class ValidationPlan:
     """How the trials of a job on this data are scored."""
 
-    kind: Literal["folds", "holdout", "fixed"]
+    kind: Literal["folds", "holdout", "fixed", "none"]
     scored: int  # sequences each trial is scored on (folds: every training sequence, once)
     folds: int = 1
     fold_size: int = 0  # folds: sequences per fold (the smallest)
@@ -107,7 +107,7 @@ class ValidationPlan:
     @property
     def warning(self) -> str:
         """Non-empty when trials would be selected on too few sequences to tell them apart."""
-        if self.scored >= MIN_SELECT:
+        if self.scored >= MIN_SELECT or self.kind == "none":
             return ""
         what = "cross-validation over" if self.kind == "folds" else "a validation split of"
         return (
@@ -117,6 +117,8 @@ class ValidationPlan:
         )
 
     def describe(self) -> str:
+        if self.kind == "none":
+            return f"none: all {self.train_size} training sequences train the model (a refit)"
         if self.kind == "folds":
             return (
                 f"{self.folds}-fold cross-validation: {self.folds} models per trial, each trained "
@@ -137,6 +139,8 @@ def plan_validation(
     """
     if fixed_val is not None:
         return ValidationPlan("fixed", fixed_val, train_size=pool, asked=True)
+    if validation == "none":
+        return ValidationPlan("none", 0, train_size=pool, asked=True)
     k = getattr(validation, "folds", None)
     fraction = getattr(validation, "holdout", None) or val_fraction
     held = max(1, int(round(pool * fraction)))

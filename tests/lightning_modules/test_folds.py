@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from deploy.pyfunc import MODEL_FILE, RecurrentModel, load_bundle, save_bundle
 from lightning_modules.config import TrainSpec
-from lightning_modules.data import build_data
+from lightning_modules.data import build_data, build_datamodule
 from lightning_modules.data.base import FoldBatches, FoldEval, Split, train_size
 from lightning_modules.models import FoldEnsemble
 from lightning_modules.training import data_info, load_module, train
@@ -148,3 +150,16 @@ def test_regression_folds_average_the_fold_models_values(tmp_path):
     assert last["val_loss"] == pytest.approx(np.mean([last[f"val_loss_fold{i}"] for i in range(5)]))
     # Three frequencies: learning them halves the loss of predicting the mean (1.0)
     assert run.best_val < 0.5 and run.test["test_loss"] < 0.5
+
+
+def test_a_refit_trains_the_winner_on_every_sequence_for_the_chosen_epochs(cv_run, tmp_path):
+    from tune.final import refit
+
+    ckpt, spec = refit(Path(cv_run.checkpoint), epochs=8, out=tmp_path / "refit")
+    module = load_module(ckpt)
+    assert not isinstance(module.net, FoldEnsemble) and module.data_info.ensemble == 1
+    assert spec.data.validation == "none" and spec.trainer.max_epochs == 6  # 8 x 4/5 steps
+    data = build_data(spec.data, 0)
+    assert data.val is data.train and len(data.train) == 60  # nothing held out
+    batches = build_datamodule(spec.data, data, 8, 0).test_dataloader()
+    assert module.evaluate(batches)["test_acc"] > 0.8

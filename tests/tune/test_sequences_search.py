@@ -126,11 +126,44 @@ def test_time_budget_alone_keeps_sampling_cross_validated_trials_until_spent(
     assert "5-fold cross-validation" in parent.data.tags["rnntune.protocol"]
     experiment = client.get_experiment(parent.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    child = client.search_runs(
+    children = client.search_runs(
         [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
-    )[0]
+    )
+    # (a trial the budget stopped before its first epoch has no metrics)
+    child = next(c for c in children if "val_acc" in c.data.metrics)
     folds = [child.data.metrics[f"val_acc_fold{i}"] for i in range(5)]
     assert child.data.metrics["val_acc"] == pytest.approx(np.mean(folds), abs=1e-6)
     assert "val_acc_sd" in child.data.metrics
     version = client.get_model_version("budgeted-test", summary.registration.version)
     assert version.tags["final_model"] == "ensemble of 5 fold models"
+
+
+def test_refit_registers_one_model_trained_on_every_sequence(ray_local, mlflow_server, tmp_path):
+    xs, labels, _ = sensor_sequences(n=80, seed=5)
+    url = write_parquet(tmp_path / "d.parquet", xs, labels)
+    spec = parse_job_spec(
+        {
+            "name": "refitted",
+            "data": {"name": "sequences", "url": str(url)},
+            "model": {"cell_type": "gru", "hidden_size": 12, "bidirectional": True},
+            "optim": {"lr": 0.02},
+            "search_space": {"num_layers": {"grid": [1]}},
+            "search": {"algorithm": "grid"},
+            "scheduler": {"name": "fifo"},
+            "budget": {"max_epochs": 6},
+            "storage": {"url": str(tmp_path / "store")},
+            "tracking": {"uri": mlflow_server, "experiment": "refit-tests"},
+            "registry": {"model_name": "refitted-test", "final_model": "refit"},
+        }
+    )
+    summary = run_job(spec)
+    reg = summary.registration
+    client = MlflowClient(mlflow_server)
+    tag = client.get_model_version(reg.model_name, reg.version).tags["final_model"]
+    assert tag.startswith("refit on all training sequences for ")
+    mlflow.set_tracking_uri(mlflow_server)
+    model = mlflow.pyfunc.load_model(f"models:/{reg.model_name}/{reg.version}")
+    assert model.unwrap_python_model().data_info.ensemble == 1  # one network, not five
+    fresh, truth, _ = sensor_sequences(n=40, seed=8)
+    pred = model.unwrap_python_model().predict(None, fresh)
+    assert float(np.mean(pred["label"].to_numpy() == np.array(truth))) > 0.75
