@@ -297,3 +297,62 @@ def test_promotion_under_load_drops_no_request(ray_serve, models, mlflow_server)
     last = {replica: version for _, version, replica in results}  # each replica's last answer
     assert len(last) == 2  # concurrent callers reached both replicas through the proxy
     assert set(last.values()) == {models["v2"].version}  # and both switched
+
+
+@pytest.mark.parametrize("final_model", ["ensemble", "refit"])
+def test_both_servers_answer_alike_for_a_cross_validated_champion(
+    final_model, ray_local, mlflow_server, tmp_path
+):
+    """User data small enough for 5 folds: the champion is the fold ensemble, or its refit;
+    `rnntune serve` and `mlflow models serve` give the same labels and probabilities."""
+    from tests.sequence_files import sensor_sequences, write_parquet
+
+    xs, labels, _ = sensor_sequences(n=80, seed=6)
+    url = write_parquet(tmp_path / "d.parquet", xs, labels)
+    name = f"serve-cv-{final_model}"
+    spec = parse_job_spec(
+        {
+            "name": name,
+            "data": {"name": "sequences", "url": str(url)},
+            "model": {"cell_type": "gru", "hidden_size": 12, "bidirectional": True},
+            "optim": {"lr": 0.02},
+            "search_space": {},
+            "search": {"num_samples": 1},
+            "scheduler": {"name": "fifo"},
+            "budget": {"max_epochs": 4},
+            "storage": {"url": str(tmp_path / "store")},
+            "tracking": {"uri": mlflow_server, "experiment": "serving-tests"},
+            "registry": {"final_model": final_model},
+        }
+    )
+    reg = run_job(spec).registration
+    tags = MlflowClient(mlflow_server).get_model_version(name, reg.version).tags
+    assert tags["final_model"].startswith("ensemble of 5" if final_model == "ensemble" else "refit")
+    fresh, _, _ = sensor_sequences(n=12, seed=9)
+    padded = np.full((len(fresh), max(len(x) for x in fresh), 2), np.nan, np.float32)
+    for i, x in enumerate(fresh):
+        padded[i, : len(x)] = x
+    body = {"inputs": np.where(np.isnan(padded), None, padded).tolist()}
+    port = free_port()
+    scoring = start_ready(
+        "mlflow-serve",
+        [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}@champion"]
+        + ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        {"MLFLOW_TRACKING_URI": mlflow_server},
+        tmp_path,
+        f"http://127.0.0.1:{port}",
+        "/ping",
+        timeout=180,
+    )
+    serve, serve_url = _rnntune_serve(name, mlflow_server, tmp_path, "--direct")
+    try:
+        theirs = requests.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=60)
+        ours = requests.post(f"{serve_url}/invocations", json=body, timeout=60)
+        assert theirs.status_code == 200 and ours.status_code == 200, (theirs.text, ours.text)
+        a, b = theirs.json()["predictions"], ours.json()["predictions"]
+        assert [r["label"] for r in a] == [r["label"] for r in b]
+        for ra, rb in zip(a, b, strict=True):
+            probs = [k for k in ra if k.startswith("prob_")]
+            assert np.allclose([ra[k] for k in probs], [rb[k] for k in probs], atol=1e-5)
+    finally:
+        stop(serve, scoring)
