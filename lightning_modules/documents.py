@@ -21,8 +21,53 @@ class DocumentError(ValueError):
     """A document that cannot be read safely; the message names the problem."""
 
 
+MAX_NODES = 200_000  # values of a YAML document with every alias expanded; a spec has ~100
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _bound_expansion(root: yaml.Node) -> None:
+    """Refuses a document whose aliases expand past `MAX_NODES` values ("billion laughs": 9
+    levels of 9 aliases are 400 bytes of text and 387 million values), or that refers to
+    itself. Aliases share their node, so sizes are summed once per node: linear in the text."""
+    size: dict[int, int] = {}
+    done, busy = 2, 1
+    state: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, closing = stack.pop()
+        key = id(node)
+        if closing:
+            size[key] = 1 + sum(size[id(c)] for c in _children(node))
+            state[key] = done
+            if size[key] > MAX_NODES:
+                line = node.start_mark.line + 1
+                raise DocumentError(
+                    f"aliases expand to over {MAX_NODES:,} values (at line {line}); write the "
+                    "document without anchors and aliases"
+                )
+            continue
+        if state.get(key) == done:
+            continue
+        if state.get(key) == busy:  # an ancestor: pushed children are finished first (LIFO)
+            raise DocumentError(f"an alias refers to itself (line {node.start_mark.line + 1})")
+        state[key] = busy
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if state.get(id(c)) != done)
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (anchors and merges still work)."""
+    """SafeLoader that refuses duplicate keys and alias bombs (anchors and merges still work)."""
+
+    def construct_document(self, node):
+        _bound_expansion(node)
+        return super().construct_document(node)
 
     def construct_mapping(self, node, deep=False):
         seen = set()

@@ -31,6 +31,29 @@ def test_hostile_documents_answer_one_clear_error(load, text, message):
         load(text)
 
 
+def _laughs(levels: int = 9, extra_keys: bool = False) -> str:
+    """The "billion laughs": 9 levels of 9 aliases, ~400 bytes, 387 million values."""
+    lines = ['a0: &a0 ["lol"]']
+    for i in range(1, levels + 1):
+        refs = ", ".join([f"*a{i - 1}"] * 9)
+        lines.append(f"a{i}: &a{i} [{refs}]")
+    if not extra_keys:  # inside a spec section instead of beside it
+        lines = ["data:"] + ["  " + line for line in lines]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("extra_keys", [False, True])
+def test_an_alias_bomb_is_refused_at_once(extra_keys):
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(DocumentError, match="aliases expand to over 200,000 values"):
+        load_yaml(_laughs(extra_keys=extra_keys))
+    assert time.perf_counter() - start < 1.0
+    with pytest.raises(DocumentError, match="refers to itself"):
+        load_yaml("a: &a [1, *a]\n")
+
+
 def test_ordinary_documents_and_yaml_merges_still_load():
     assert load_yaml("base: &b {x: 1}\nother:\n  <<: *b\n  y: 2\n") == {
         "base": {"x": 1},

@@ -492,6 +492,16 @@ def test_yaml_body_and_schema(api):
         headers={"Content-Type": "application/yaml"},
     )
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "model.hidden_size"
+    # "Billion laughs": 400 bytes of anchors, 9 levels of 9 aliases (issue 21): refused at once
+    bomb = ['a0: &a0 ["lol"]'] + [
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)
+    ]
+    start = time.monotonic()
+    r = api.call(
+        "POST", "/jobs", data="\n".join(bomb), headers={"Content-Type": "application/yaml"}
+    )
+    assert time.monotonic() - start < 1.0
+    assert r.status_code == 422 and "aliases expand" in r.text, r.text
 
 
 def test_schemathesis_finds_no_server_errors(stack, tmp_path):
