@@ -28,11 +28,11 @@ import torch
 from ray import tune as ray_tune
 
 import tune.driver
+from lightning_modules.metrics import REPORTED
 from tune.cluster import ensure_ray
 from tune.driver import JobSummary, resolve_storage, run_job
 from tune.spec import JobSpec
 from tune.tracking import setup_tracking
-from tune.trainable import REPORTED
 
 # Loopback only, no usage stats, no auth token: a private single-machine Ray, as in the tests.
 RAY_ENV = {

@@ -48,9 +48,9 @@ class RecurrentTask(pl.LightningModule):
         self._epoch_start = time.perf_counter()
 
     @property
-    def members(self) -> list[nn.Module]:
+    def members(self) -> tuple[nn.Module, ...]:
         """The networks trained side by side: the k fold models, or the one network."""
-        return list(self.net.members) if isinstance(self.net, FoldEnsemble) else [self.net]
+        return tuple(self.net.members) if isinstance(self.net, FoldEnsemble) else (self.net,)
 
     @property
     def folds(self) -> int:
@@ -137,15 +137,14 @@ class RecurrentTask(pl.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        if self.folds > 1:  # the fold models' mean norm, and whether any was clipped
-            stats = [
-                clip(net.parameters())
-                for clip, net in zip(self.clippers, self.members, strict=True)
-            ]
+        # Each model clipped on its own norm; k fold models: their mean norm, clipped if any was
+        stats = [
+            clip(net.parameters()) for clip, net in zip(self.clippers, self.members, strict=True)
+        ]
+        norm, clipped = stats[0]
+        if len(stats) > 1:
             norm = torch.stack([n.float() for n, _ in stats]).mean()
             clipped = torch.stack([c.bool() for _, c in stats]).any()
-        else:
-            norm, clipped = self.clippers[0](self.parameters())
         c = self._sums["clip"]
         # Kept on the device: no host sync per step.
         c["norm"] = c["norm"] + norm.detach().to(c["norm"].device)

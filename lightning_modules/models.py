@@ -5,6 +5,8 @@ Plain `nn.Module`s (no Lightning, Tune or MLflow) so `deploy/` can serve them as
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -110,8 +112,7 @@ class FoldEnsemble(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         outs = torch.stack([m(x, lengths) for m in self.members])  # (K, B, out)
         if self.classification:
-            k = torch.tensor(float(len(self.members)), device=outs.device)
-            return torch.logsumexp(outs.log_softmax(-1), dim=0) - k.log()
+            return torch.logsumexp(outs.log_softmax(-1), dim=0) - math.log(len(self.members))
         return outs.mean(dim=0)
 
 

@@ -22,13 +22,12 @@ from mlflow.tracking import MlflowClient
 from ray import tune as ray_tune
 from ray.tune.utils.util import warn_if_slow
 
-from lightning_modules.training import load_module
 from tune import outcome as O
 from tune import report, schedulers
 from tune.cluster import ensure_ray
 from tune.compat import set_restored_callbacks
 from tune.console import LiveView
-from tune.final import best_epoch, refit
+from tune.final import refit
 from tune.importance import Importance, importances, log_importance
 from tune.policy import Policy
 from tune.protocol import adapt, read_plan, search_time_budget
@@ -494,14 +493,14 @@ def _finish(
 
 def _refit(best, ckpt: Path, metric: str, mode: str, out: Path) -> tuple[Path, str]:
     """A cross-validated winner refit on all training data (tune/final.py); others as they are."""
-    if load_module(ckpt).data_info.ensemble == 1:
+    epoch, _ = report.best_epoch(best.metrics_dataframe, metric, mode)
+    refitted = refit(ckpt, epoch, out)
+    if refitted is None:
         return ckpt, ""
-    epochs = best_epoch(best.metrics_dataframe, metric, mode)
-    refit_ckpt, refit_spec = refit(ckpt, epochs, out)
-    print(
-        f"rnntune: refit the winner on all training sequences for {refit_spec.trainer.max_epochs} epochs"
-    )
-    return refit_ckpt, f"refit on all training sequences for {refit_spec.trainer.max_epochs} epochs"
+    refit_ckpt, refit_spec = refitted
+    what = f"refit on all training sequences for {refit_spec.trainer.max_epochs} epochs"
+    print(f"rnntune: {what}")
+    return refit_ckpt, what
 
 
 def _importance(spec: JobSpec, results, client: MlflowClient, parent: str, folder: Path):

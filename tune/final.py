@@ -9,23 +9,10 @@ search, inside the job's budget.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from lightning_modules.config import TrainSpec
 from lightning_modules.training import load_module, train
-from tune import report
-
-
-def best_epoch(df, metric: str, mode: str) -> int:
-    """The (1-based) epoch at which a trial's `metric` was best; ties: the lower loss."""
-    values = report.measured(df, metric)
-    best = report.best_value(df, metric, mode)
-    epochs = [int(e) for e, v in zip(df["epoch"], values, strict=True) if v == best]
-    if len(epochs) > 1 and "val_loss" in df:
-        losses = dict(zip(df["epoch"], report.measured(df, "val_loss"), strict=True))
-        epochs.sort(key=lambda e: losses.get(e, math.inf))
-    return epochs[0]
 
 
 def refit_spec(trial: TrainSpec, epochs: int) -> TrainSpec:
@@ -37,13 +24,16 @@ def refit_spec(trial: TrainSpec, epochs: int) -> TrainSpec:
     return TrainSpec(data=data, model=trial.model, optim=trial.optim, trainer=trainer)
 
 
-def refit(checkpoint: Path, epochs: int, out: Path) -> tuple[Path, TrainSpec]:
-    """Trains the checkpoint's settings on every training sequence; the last epoch's checkpoint
-    and the spec it was trained from."""
+def refit(checkpoint: Path, epochs: int, out: Path) -> tuple[Path, TrainSpec] | None:
+    """Trains a cross-validated checkpoint's settings on every training sequence; the last
+    epoch's checkpoint and the spec it was trained from. None for a checkpoint of one model
+    (a holdout or fixed validation: nothing was held back from a final model but validation)."""
     module = load_module(checkpoint)
     folds = module.data_info.ensemble
+    if folds == 1:
+        return None
     # As many optimizer steps per model as a fold model took: (k-1)/k of the data per epoch
-    scaled = max(1, round(epochs * (folds - 1) / folds)) if folds > 1 else epochs
+    scaled = max(1, round(epochs * (folds - 1) / folds))
     spec = refit_spec(module.spec, scaled)
     result = train(spec, out, logger=False, enable_progress_bar=False, run_test=False)
     if result.checkpoint is None:

@@ -56,7 +56,7 @@ def read_plan(spec: JobSpec) -> ValidationPlan | None:
     from lightning_modules.data.inspect import SAMPLE_ABOVE_BYTES, describe
     from lightning_modules.data.sequences import preflight
 
-    d = describe(spec.data)
+    d = describe(spec.data, with_digest=False)  # dataset_input hashes the files once
     large = d.format == "parquet" and d.bytes > SAMPLE_ABOVE_BYTES
     plan = preflight(spec.data, large=large)
     if large and plan.kind == "folds" and not plan.asked:  # a sample's size, not the data's

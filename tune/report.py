@@ -64,17 +64,28 @@ def ranked_results(results, metric: str, mode: str) -> list:
     return [r for r, _ in scored]
 
 
+def best_epoch(df, metric: str, mode: str) -> tuple[int, float] | None:
+    """The epoch at which `metric` was best and the validation loss then; among tied epochs
+    the one with the lowest loss (inf where no loss tells them apart), then the first."""
+    best = best_value(df, metric, mode)
+    if best is None:
+        return None
+    apart = metric != "val_loss" and "val_loss" in df
+    losses = measured(df, "val_loss") if apart else [math.inf] * len(df)
+    epochs = df["epoch"] if "epoch" in df else range(1, len(df) + 1)
+    tied = [
+        (math.inf if math.isnan(loss) else loss, int(epoch))
+        for epoch, v, loss in zip(epochs, measured(df, metric), losses, strict=True)
+        if v == best
+    ]
+    loss, epoch = min(tied)
+    return epoch, loss
+
+
 def loss_at_best(df, metric: str, mode: str) -> float:
     """The lowest validation loss among the epochs where `metric` reached its best value."""
-    best = best_value(df, metric, mode)
-    if best is None or metric == "val_loss" or "val_loss" not in df:
-        return math.inf
-    losses = [
-        loss
-        for v, loss in zip(measured(df, metric), measured(df, "val_loss"), strict=True)
-        if v == best and not math.isnan(loss)
-    ]
-    return min(losses, default=math.inf)
+    found = best_epoch(df, metric, mode)
+    return found[1] if found is not None else math.inf
 
 
 def trial_rows(spec: JobSpec, results, ends: dict | None = None) -> list[TrialRow]:

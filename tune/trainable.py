@@ -30,7 +30,6 @@ from lightning_modules.config import TrainSpec
 from lightning_modules.training import train
 from tune.spec import JobSpec
 
-REPORTED = M.REPORTED
 CHECKPOINT_FILE = "model.ckpt"
 DIVERGED = "diverged"  # reported as 1.0 in the result of a trial that diverged
 DIVERGED_REASON = "diverged_reason"  # with it, why (a string; not logged as a metric)

@@ -186,7 +186,8 @@ def data_parallel_rank(dm: pl.LightningDataModule) -> tuple[int, int]:
 
 
 def train_size(data: SequenceData) -> int:
-    """Examples one model trains on: the training split, less the smallest fold's share."""
+    """Examples the smallest-trained model trains on: the training split, less (under
+    cross-validation) the largest fold."""
     n = len(data.train)
     if data.folds is None:
         return n

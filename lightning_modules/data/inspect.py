@@ -15,7 +15,12 @@ import yaml
 
 from lightning_modules.config import SequencesData
 from lightning_modules.data.sequence_files import list_files
-from lightning_modules.data.sequences import SPLITS, check_labels, fit_preprocessing, load_splits
+from lightning_modules.data.sequences import (
+    check_labels,
+    distinct,
+    fit_preprocessing,
+    load_splits,
+)
 
 SAMPLE_ABOVE_BYTES = 256 << 20  # larger datasets are inspected on a sample of row groups
 
@@ -87,7 +92,7 @@ def inspect(cfg: SequencesData, sample: int = 20_000) -> Report:
     read_cfg = cfg.model_copy(update={"limit": sample}) if sampled else cfg
     splits, plan = load_splits(read_cfg, seed=0, max_rows=sample if sampled else None)
     check_labels(cfg, splits)
-    distinct = ["train", "test"] + ([] if splits["val"] is splits["train"] else ["val"])
+    own = distinct(splits)
     train = splits["train"]
     prep = fit_preprocessing(cfg, train)
     lengths = np.array([len(prep.truncate(x)) for x in train.x])
@@ -100,7 +105,7 @@ def inspect(cfg: SequencesData, sample: int = 20_000) -> Report:
             "mean": float(prep.fill[i]),
             "std": float(np.nanstd(steps[:, i])) if np.isfinite(steps[:, i]).any() else None,
             "missing": int(
-                sum(np.isnan(prep.truncate(x)[:, i]).sum() for s in distinct for x in splits[s].x)
+                sum(np.isnan(prep.truncate(x)[:, i]).sum() for s in own for x in splits[s].x)
             ),
         }
         for i, name in enumerate(prep.feature_names)
@@ -108,9 +113,7 @@ def inspect(cfg: SequencesData, sample: int = 20_000) -> Report:
     report = Report(
         source=source,
         sampled=sampled,
-        split_sizes={
-            s: len(splits[s]) for s in SPLITS if s != "val" or splits["val"] is not splits["train"]
-        },
+        split_sizes={s: len(splits[s]) for s in own},
         validation=plan.describe(),
         validation_warning=plan.warning,
         lengths={

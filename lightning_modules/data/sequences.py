@@ -89,6 +89,11 @@ def load_splits(
     return out, plan
 
 
+def distinct(splits: dict[str, RawSequences]) -> list[str]:
+    """The splits holding their own sequences: under folds or a refit `val` is `train` itself."""
+    return [s for s in SPLITS if s != "val" or splits["val"] is not splits["train"]]
+
+
 def _sample(data: RawSequences, limit: int, seed: int) -> RawSequences:
     """A seeded sample, not the first rows: files are often sorted by label."""
     keep = np.random.default_rng(seed).permutation(len(data))[:limit]
@@ -124,9 +129,7 @@ def check_missing(cfg: SequencesData, splits: dict[str, RawSequences], prep: Pre
     if cfg.missing != "refuse":
         return
     total, first = 0, None
-    for s in SPLITS:
-        if s == "val" and splits["val"] is splits["train"]:  # cross-validation: one pool
-            continue
+    for s in distinct(splits):
         for i, x in enumerate(splits[s].x):
             nan = np.isnan(prep.truncate(x))
             if nan.any():
@@ -181,9 +184,8 @@ def build(cfg: SequencesData, seed: int) -> SequenceData:
     check_labels(cfg, splits)
     prep = fit_preprocessing(cfg, splits["train"])
     check_missing(cfg, splits, prep)
-    tensors = {s: to_split(splits[s], prep, cfg.task, s) for s in ("train", "test")}
-    same = splits["val"] is splits["train"]  # folds, or a refit: validation is no split
-    tensors["val"] = tensors["train"] if same else to_split(splits["val"], prep, cfg.task, "val")
+    tensors = {s: to_split(splits[s], prep, cfg.task, s) for s in distinct(splits)}
+    tensors.setdefault("val", tensors["train"])  # folds, or a refit: validation is no split
     folds = None
     if plan.kind == "folds":
         folds = stratified_folds(splits["train"].y, plan.folds, seed, cfg.task == "classification")
@@ -210,6 +212,6 @@ def preflight(cfg: SequencesData, large: bool, sample: int = 2000) -> Validation
     prep = fit_preprocessing(cfg, splits["train"])
     check_missing(cfg, splits, prep)
     if not large:  # a sample's splits may miss classes that the whole data has
-        for s in SPLITS:
+        for s in distinct(splits):
             to_split(splits[s], prep, cfg.task, s)
     return plan

@@ -88,8 +88,7 @@ def _groups(y: np.ndarray, stratify: bool) -> list[np.ndarray]:
 
 
 def class_counts(y: np.ndarray) -> list[int]:
-    keys = np.array([str(v) for v in y])
-    return [int(n) for n in np.unique(keys, return_counts=True)[1]]
+    return [len(g) for g in _groups(y, True)]
 
 
 @dataclass(frozen=True)
