@@ -28,6 +28,7 @@ are the test split. Baselines computed here: the training mean, and the window's
     .venv/bin/python bench/uea.py --smoke-test           # GunPoint with a 60 s budget
     .venv/bin/python bench/uea.py --datasets JapaneseVowels --seeds 0 1 2  # seed spread
     .venv/bin/python bench/uea.py --final-model refit    # the refit instead of the ensemble
+    .venv/bin/python bench/uea.py --set optim.lr_schedule=cosine --out bench/results/x.json
 """
 
 from __future__ import annotations
@@ -110,9 +111,15 @@ def solar_files(folder: Path) -> dict:
 
 
 def run_search(
-    name: str, task: str, folder: Path, budget: float, seed: int, final: str = "ensemble"
+    name: str,
+    task: str,
+    folder: Path,
+    budget: float,
+    seed: int,
+    final: str = "ensemble",
+    overrides: dict | None = None,
 ) -> dict:
-    """`rnntune run` on a minimal spec, timed from process start to exit."""
+    """`rnntune run` on a minimal spec (plus `--set` overrides), timed from process start to exit."""
     spec = {
         "name": f"uea-{name.lower()}-{seed}",
         "data": {
@@ -126,6 +133,8 @@ def run_search(
         "storage": {"url": str(folder / "store")},
         **({"registry": {"final_model": final}} if final != "ensemble" else {}),
     }
+    for section, fields in (overrides or {}).items():
+        spec[section] = {**spec.get(section, {}), **fields}
     path = folder / f"spec-{seed}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -164,11 +173,13 @@ def served_predictions(run: dict, xs: list[np.ndarray]):
     return model.unwrap_python_model().predict(None, list(xs))
 
 
-def bench_classification(name: str, budget: float, seed: int, tmp: Path, final: str) -> dict:
+def bench_classification(
+    name: str, budget: float, seed: int, tmp: Path, final: str, overrides: dict
+) -> dict:
     folder = tmp / name
     folder.mkdir(parents=True)
     data = classification_files(name, folder)
-    run = run_search(name, "classification", folder, budget, seed, final)
+    run = run_search(name, "classification", folder, budget, seed, final, overrides)
     xs, ys = data["test"]
     predicted = served_predictions(run, xs)["label"].astype(str).tolist()
     acc = float(np.mean([p == y for p, y in zip(predicted, ys, strict=True)]))
@@ -186,11 +197,11 @@ def bench_classification(name: str, budget: float, seed: int, tmp: Path, final: 
     }
 
 
-def bench_regression(budget: float, seed: int, tmp: Path, final: str) -> dict:
+def bench_regression(budget: float, seed: int, tmp: Path, final: str, overrides: dict) -> dict:
     folder = tmp / "SolarForecast"
     folder.mkdir(parents=True)
     data = solar_files(folder)
-    run = run_search("SolarForecast", "regression", folder, budget, seed, final)
+    run = run_search("SolarForecast", "regression", folder, budget, seed, final, overrides)
     xs, ys = data["test"]
     y = np.array(ys)
     predicted = served_predictions(run, xs)["value"].to_numpy()
@@ -227,6 +238,18 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def parse_overrides(items: list[str]) -> dict[str, dict]:
+    """`optim.lr_schedule=cosine` -> {"optim": {"lr_schedule": "cosine"}} (values read as YAML)."""
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, field = key.partition(".")
+        if not (sep and dot and section and field):
+            raise SystemExit(f"--set {item!r}: expected SECTION.FIELD=VALUE")
+        out.setdefault(section, {})[field] = yaml.safe_load(value)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget", type=float, default=300.0, help="time_budget_s per search")
@@ -240,7 +263,16 @@ def main() -> None:
         default="ensemble",
         help="registry.final_model of every search (compare the two)",
     )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="a spec setting added to every search (YAML value), e.g. optim.lr_schedule=cosine",
+    )
     args = p.parse_args()
+    overrides = parse_overrides(args.overrides)
     if args.smoke_test:
         args.budget, args.datasets = 60.0, ["GunPoint"]
     rows = []
@@ -249,15 +281,20 @@ def main() -> None:
             for name in args.datasets:
                 where = Path(tmp) / f"seed{seed}"
                 if name in REGRESSION:
-                    row = bench_regression(args.budget, seed, where, args.final_model)
+                    row = bench_regression(args.budget, seed, where, args.final_model, overrides)
                 else:
-                    row = bench_classification(name, args.budget, seed, where, args.final_model)
-                rows.append({**row, "seed": seed, "final_model": args.final_model})
+                    row = bench_classification(
+                        name, args.budget, seed, where, args.final_model, overrides
+                    )
+                rows.append(
+                    {**row, "seed": seed, "final_model": args.final_model, "set": args.overrides}
+                )
                 print(table([rows[-1]]).splitlines()[-1], flush=True)
     accs = [r for r in rows if "test_acc" in r]
     by_seed = [r["test_acc"] for r in accs if r["dataset"] == "JapaneseVowels"]
     summary = {
         "final_model": args.final_model,
+        "set": args.overrides,
         "japanese_vowels_sd_over_seeds": round(float(np.std(by_seed)), 4)
         if len(by_seed) > 1
         else None,

@@ -8,8 +8,9 @@ a DistributedSampler to DataLoaders, so under DDP the loaders shard by rank them
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import pytorch_lightning as pl
@@ -37,14 +38,51 @@ class Split:
         lengths = self.lengths[idx] if self.lengths is not None else None
         return Split(self.x[idx], self.y[idx], lengths)
 
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        equal_shards: bool = False,
+    ) -> TensorBatches:
+        return TensorBatches(self, batch_size, shuffle, seed, rank, world, equal_shards)
+
+
+class Rows(Protocol):
+    """A split as the datamodule reads it: a `Split` in memory, or one streamed from Parquet
+    (`parquet_stream.StreamSplit`)."""
+
+    def __len__(self) -> int: ...
+
+    def head(self, n: int) -> Split:
+        """The first `n` examples as tensors."""
+        ...
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        equal_shards: bool = False,
+    ) -> Iterable:
+        """(x, lengths, y) batches of rank `rank`'s shard; `equal_shards`: every rank takes
+        the same number of steps (DDP's gradient all-reduce)."""
+        ...
+
 
 @dataclass
 class SequenceData:
     """Train/val/test splits plus what a model needs to know about them."""
 
-    train: Split
-    val: Split
-    test: Split
+    train: Rows
+    val: Rows
+    test: Rows
     input_size: int
     out_features: int
     seq_len: int
@@ -214,17 +252,8 @@ class SequenceDataModule(pl.LightningDataModule):
                     "resources.workers > 1 set data.validation to {holdout: 0.1}"
                 )
             return FoldBatches(self.data.train, self.data.folds, self.batch_size, self.seed)
-        if not isinstance(self.data.train, Split):  # streamed from Parquet
-            from lightning_modules.data.parquet_stream import ParquetBatches, loader
-
-            # Under DDP every rank takes the same number of steps (the gradient all-reduce).
-            steps = max(1, len(self.data.train) // world // self.batch_size) if world > 1 else None
-            batches = ParquetBatches(
-                self.data.train, self.batch_size, True, self.seed, rank, world, steps
-            )
-            return loader(batches)
-        return TensorBatches(
-            self.data.train, self.batch_size, True, self.seed, rank, world, equal_shards=True
+        return self.data.train.batches(
+            self.batch_size, shuffle=True, seed=self.seed, rank=rank, world=world, equal_shards=True
         )
 
     def val_dataloader(self):
@@ -235,13 +264,9 @@ class SequenceDataModule(pl.LightningDataModule):
     def test_dataloader(self):
         return self._eval_batches(self.data.test)
 
-    def _eval_batches(self, split: Split):
-        rank, world = data_parallel_rank(self)
-        if not isinstance(split, Split):  # streamed from Parquet: every rank's own row groups
-            from lightning_modules.data.parquet_stream import ParquetBatches, loader
-
-            return loader(ParquetBatches(split, max(self.batch_size, 256), False, 0, rank, world))
-        return TensorBatches(split, max(self.batch_size, 256), False, rank=rank, world=world)
+    def _eval_batches(self, split: Rows):
+        rank, world = data_parallel_rank(self)  # every rank scores its own shard
+        return split.batches(max(self.batch_size, 256), shuffle=False, rank=rank, world=world)
 
 
 def to_split(x: np.ndarray, y: np.ndarray, classification: bool = True) -> Split:

@@ -18,11 +18,24 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lightning_modules.config import SequencesData
-from lightning_modules.data.base import Split
-from lightning_modules.data.sequence_files import DataFileError, list_files, parquet_sequences
-from lightning_modules.preprocessing import Preprocessing
+from lightning_modules.data.assembly import (
+    SPLITS,
+    MissingValues,
+    assemble,
+    check_known,
+    encode,
+    pad,
+)
+from lightning_modules.data.base import SequenceData, Split
+from lightning_modules.data.sequence_files import (
+    DataFileError,
+    label_array,
+    list_files,
+    parquet_sequences,
+)
+from lightning_modules.data.splits import TEST, TRAIN, UNUSED, VAL, assign_rows
+from lightning_modules.preprocessing import Moments, Preprocessing, from_moments
 
-TRAIN, VAL, TEST, UNUSED = 0, 1, 2, 255
 SHUFFLE_GROUPS = 4  # row groups mixed in the shuffle buffer
 
 
@@ -118,19 +131,26 @@ class StreamSplit:
 
     def collate_arrays(self, rows: list[tuple[int, np.ndarray, object]]):
         """The same batch as numpy arrays (what a loader worker sends)."""
-        xs = [self.prep.apply(x) for _, x, _ in rows]
-        lengths = np.array([len(x) for x in xs], dtype=np.int64)
-        batch = np.zeros((len(xs), int(lengths.max()), self.prep.input_size), np.float32)
-        for i, x in enumerate(xs):
-            batch[i, : len(x)] = x
-        ys = np.array(
-            [y for _, _, y in rows], dtype=object if self.task != "regression" else np.float32
-        )
-        if self.task == "regression":
-            y = self.prep.scale_targets(ys.reshape(len(rows), -1))
-        else:
-            y = self.prep.encode_labels(ys)
-        return batch, lengths, y
+        batch, lengths = pad([self.prep.apply(x) for _, x, _ in rows], self.prep.input_size)
+        ys = [y for _, _, y in rows]
+        if self.task == "classification":
+            ys = np.array(ys, dtype=object)
+        return batch, lengths, encode(self.prep, self.task, ys)
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        equal_shards: bool = False,
+    ) -> DataLoader:
+        """Batches read and collated in a loader worker; `equal_shards`: under DDP every rank
+        takes the same number of steps (the gradient all-reduce needs that)."""
+        steps = max(1, len(self) // world // batch_size) if equal_shards and world > 1 else None
+        return loader(ParquetBatches(self, batch_size, shuffle, seed, rank, world, steps))
 
     def head(self, n: int) -> Split:
         """The first `n` sequences as tensors (diagnostics, a model's input example)."""
@@ -232,101 +252,39 @@ def loader(batches: ParquetBatches, workers: int = 1) -> DataLoader:
     )
 
 
-def _assign_splits(cfg: SequencesData, seed: int, main: Source, y: np.ndarray, split_col):
-    """Mark each row of `main` TRAIN / VAL / TEST / UNUSED, as the spec's split options say."""
-    from lightning_modules.data.sequence_files import SPLIT_NAMES
-    from lightning_modules.data.splits import holdout_fraction, ratio_split
-
-    codes = main.split_of_row
-    if split_col is not None:
-        named = {"train": TRAIN, "val": VAL, "test": TEST}
-        mapped = [named.get(SPLIT_NAMES.get(str(v).lower(), ""), UNUSED) for v in split_col]
-        codes[:] = np.array(mapped, dtype=np.uint8)
-        if (codes == UNUSED).any():
-            bad = str(split_col[int(np.argmax(codes == UNUSED))])
-            raise DataFileError(f"data.split_column: value {bad!r} is not train, val or test")
-        return
-    stratify = cfg.task == "classification"
-    rows = np.arange(len(codes))
-    if not cfg.test_url:
-        test, rows = ratio_split(y, cfg.test_fraction, cfg.split_seed, stratify)
-        codes[test] = TEST
-        rows = np.flatnonzero(codes == TRAIN)
-    if getattr(cfg.validation, "folds", None) or cfg.validation == "none":
-        raise DataFileError(
-            "data.validation: folds and refits hold their data in memory; streamed data (large "
-            "Parquet, reader: stream) is scored on a holdout: set {holdout: 0.1}"
-        )
-    if not cfg.val_url:
-        val, _ = ratio_split(y[rows], holdout_fraction(cfg), seed, stratify)
-        codes[rows[val]] = VAL
-    if cfg.limit is not None:
-        train = np.flatnonzero(codes == TRAIN)
-        drop = np.random.default_rng(seed).permutation(train)[cfg.limit :]
-        codes[drop] = UNUSED
-
-
-def build_stream(cfg: SequencesData, seed: int):
+def build_stream(cfg: SequencesData, seed: int) -> SequenceData:
     """`SequenceData` whose splits stream from Parquet; one pass fits the statistics."""
-    from lightning_modules.data.base import SequenceData
-    from lightning_modules.data.sequence_files import _labels, digest
-    from lightning_modules.preprocessing import Moments, from_moments
-
     main = Source.open(cfg.url, TRAIN)
     table = main.column([*cfg.label_columns, *([cfg.split_column] if cfg.split_column else [])])
-    y = _labels(table, cfg, cfg.url)
+    y = label_array(table, cfg, cfg.url)
     split_col = table[cfg.split_column].to_numpy(zero_copy_only=False) if cfg.split_column else None
-    _assign_splits(cfg, seed, main, y, split_col)
     sources = {TRAIN: main, VAL: main, TEST: main}
     for code, url in ((VAL, cfg.val_url), (TEST, cfg.test_url)):
-        if url:
+        if url and not cfg.split_column:
             sources[code] = Source.open(url, code)
+    val_rows = len(sources[VAL].split_of_row) if sources[VAL] is not main else None
+    main.split_of_row[:], _ = assign_rows(cfg, seed, y, split_col, val_rows, in_memory=False)
     train_y = y[main.split_of_row == TRAIN]
     probe = Preprocessing([], [], [], [], max_len=cfg.max_len, keep=cfg.keep)
-    moments, seq_len, features = None, 1, None
+    moments, seq_len, missing = None, 1, None
     columns = read_columns(cfg)
     for source in dict.fromkeys(sources.values()):  # one pass over every row of every source
         for g in source.groups:
             codes = source.split_of_row[g.start : g.start + g.rows]
             raw = source.read(g, cfg, columns)
-            features = features or raw.feature_names
             moments = moments or Moments(len(raw.feature_names))
+            missing = missing or MissingValues(cfg, raw.feature_names)
             for i in np.flatnonzero(codes != UNUSED):
                 x = probe.truncate(raw.x[i])
                 seq_len = max(seq_len, len(x))
-                if cfg.missing == "refuse" and np.isnan(x).any():
-                    step, feat = np.argwhere(np.isnan(x))[0]
-                    raise DataFileError(
-                        f"data.missing: missing (NaN) feature values (first: {raw.where[i]} step "
-                        f"{step} feature {raw.feature_names[feat]!r}); clean them or set "
-                        "data.missing to mean or ffill"
-                    )
+                missing.add(x, raw.where[i])
                 if codes[i] == TRAIN:
                     moments.add(x)
-    prep = from_moments(moments, train_y, features, cfg)
+    missing.check()
+    prep = from_moments(moments, train_y, missing.feature_names, cfg)
     if cfg.task == "classification":
-        known = set(prep.classes)
         for code, source in sources.items():
-            labels = y if source is main else _labels(source.column(cfg.label_columns), cfg, "")
-            unseen = [v for v in labels[source.split_of_row == code] if v not in known]
-            if unseen:
-                raise DataFileError(
-                    f"data.label_column: label {unseen[0]!r} in the {('train', 'val', 'test')[code]}"
-                    f" split is not among the training split's classes {prep.classes[:10]}"
-                )
-    splits = [StreamSplit(sources[c], c, cfg, prep) for c in (TRAIN, VAL, TEST)]
-    width = (
-        len(prep.classes)
-        if cfg.task == "classification"
-        else train_y.reshape(len(train_y), -1).shape[1]
-    )
-    return SequenceData(
-        train=splits[0],
-        val=splits[1],
-        test=splits[2],
-        input_size=prep.input_size,
-        out_features=width,
-        seq_len=seq_len,
-        extras={"preprocessing": prep.to_dict()},
-        digest=digest(cfg),
-    )
+            labels = y if source is main else label_array(source.column(cfg.label_columns), cfg, "")
+            check_known(labels[source.split_of_row == code], prep, SPLITS[code])
+    splits = tuple(StreamSplit(sources[c], c, cfg, prep) for c in (TRAIN, VAL, TEST))
+    return assemble(cfg, prep, splits, seq_len, train_y)

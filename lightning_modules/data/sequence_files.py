@@ -17,7 +17,6 @@ import numpy as np
 from lightning_modules.config import SequencesData
 
 EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".npz": "npz"}
-SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 HASHED_WHOLE_BYTES = 64 << 20  # data up to this size is digested whole; larger: head, tail, size
 EDGE_BYTES = 1 << 20
 
@@ -190,7 +189,7 @@ def parquet_sequences(table, cfg: SequencesData, path: str, first_row: int = 0) 
         )
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     x = [values[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    y = _labels(table, cfg, path)
+    y = label_array(table, cfg, path)
     split = table[cfg.split_column].to_numpy(zero_copy_only=False) if cfg.split_column else None
     where = [f"{path} row {first_row + i}" for i in range(len(x))]
     return RawSequences(x, y, features, where, split, [path])
@@ -235,7 +234,7 @@ def _list_values(col, path: str, name: str, nested: bool) -> tuple[np.ndarray, n
     return values if nested else values[:, 0], lengths
 
 
-def _labels(table, cfg: SequencesData, path: str) -> np.ndarray:
+def label_array(table, cfg: SequencesData, path: str) -> np.ndarray:
     if cfg.task == "classification":
         return table[cfg.label_columns[0]].to_numpy(zero_copy_only=False)
     cols = []

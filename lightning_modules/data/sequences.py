@@ -12,26 +12,29 @@ import numpy as np
 import torch
 
 from lightning_modules.config import SequencesData
+from lightning_modules.data.assembly import (
+    SPLITS,
+    MissingValues,
+    assemble,
+    check_known,
+    encode,
+    pad,
+)
 from lightning_modules.data.base import SequenceData, Split
+from lightning_modules.data.parquet_stream import build_stream
 from lightning_modules.data.sequence_files import (
-    SPLIT_NAMES,
     DataFileError,
     RawSequences,
-    digest,
     list_files,
     read,
 )
 from lightning_modules.data.splits import (
+    CODES,
     ValidationPlan,
-    class_counts,
-    holdout_fraction,
-    plan_validation,
-    ratio_split,
+    assign_rows,
     stratified_folds,
 )
 from lightning_modules.preprocessing import Moments, Preprocessing, from_moments
-
-SPLITS = ("train", "val", "test")
 
 
 def load_splits(
@@ -40,46 +43,25 @@ def load_splits(
     """Raw train/val/test sequences, as the spec's split options say (`max_rows`: a sample),
     and how trials are scored on them: under cross-validation `val` is `train` itself."""
     data = read(cfg.url, cfg, max_rows)
-    stratify = cfg.task == "classification"
-    if cfg.split_column:
-        names = np.array([SPLIT_NAMES.get(str(v).lower(), "") for v in data.split])
-        unknown = sorted({str(v) for v, n in zip(data.split, names, strict=True) if not n})
-        if unknown:
-            raise DataFileError(
-                f"data.split_column: values {unknown[:5]} are not train, val (validation) or test"
-            )
-        out = {s: data.take(np.flatnonzero(names == s)) for s in SPLITS}
-        missing = [s for s in SPLITS if len(out[s]) == 0]
-        if missing and max_rows is None:
-            raise DataFileError(f"data.split_column: no {missing[0]} sequences in {cfg.url}")
-        if cfg.limit is not None:
-            out["train"] = _sample(out["train"], cfg.limit, seed)
-        plan = ValidationPlan("fixed", len(out["val"]), train_size=len(out["train"]), asked=True)
-    else:
-        out = {}
-        if cfg.test_url:
-            out["test"] = read(cfg.test_url, cfg, max_rows)
-        else:
-            test, rest = ratio_split(data.y, cfg.test_fraction, cfg.split_seed, stratify)
-            out["test"], data = data.take(test), data.take(rest)
-        if cfg.limit is not None:
-            data = _sample(data, cfg.limit, seed)
-        out["val"] = read(cfg.val_url, cfg, max_rows) if cfg.val_url else None
-        plan = plan_validation(
-            cfg.validation,
-            cfg.val_fraction,
-            len(data),
-            class_counts(data.y) if stratify else None,
-            len(out["val"]) if out["val"] is not None else None,
-        )
-        if plan.kind == "holdout":
-            val, rest = ratio_split(data.y, holdout_fraction(cfg), seed, stratify)
-            out["val"], data = data.take(val), data.take(rest)
-        out["train"] = data
-        if plan.kind in ("folds", "none"):
-            # folds: every sequence is scored once, by the model of its fold; none: the
-            # validation metrics are the training data's (a refit selects nothing)
-            out["val"] = data
+    test = read(cfg.test_url, cfg, max_rows) if cfg.test_url and not cfg.split_column else None
+    val = read(cfg.val_url, cfg, max_rows) if cfg.val_url and not cfg.split_column else None
+    codes, plan = assign_rows(
+        cfg,
+        seed,
+        data.y,
+        data.split if cfg.split_column else None,
+        len(val) if val is not None else None,
+        complete=max_rows is None,
+    )
+    out = {s: data.take(np.flatnonzero(codes == CODES[s])) for s in SPLITS}
+    if test is not None:
+        out["test"] = test
+    if val is not None:
+        out["val"] = val
+    if plan.kind in ("folds", "none"):
+        # folds: every sequence is scored once, by the model of its fold; none: the
+        # validation metrics are the training data's (a refit selects nothing)
+        out["val"] = out["train"]
     for s in SPLITS:
         if out[s].feature_names != out["train"].feature_names:
             raise DataFileError(
@@ -92,12 +74,6 @@ def load_splits(
 def distinct(splits: dict[str, RawSequences]) -> list[str]:
     """The splits holding their own sequences: under folds or a refit `val` is `train` itself."""
     return [s for s in SPLITS if s != "val" or splits["val"] is not splits["train"]]
-
-
-def _sample(data: RawSequences, limit: int, seed: int) -> RawSequences:
-    """A seeded sample, not the first rows: files are often sorted by label."""
-    keep = np.random.default_rng(seed).permutation(len(data))[:limit]
-    return data.take(np.sort(keep))
 
 
 def fit_preprocessing(cfg: SequencesData, train: RawSequences) -> Preprocessing:
@@ -126,45 +102,22 @@ def check_labels(cfg: SequencesData, splits: dict[str, RawSequences]) -> None:
 
 def check_missing(cfg: SequencesData, splits: dict[str, RawSequences], prep: Preprocessing):
     """With `missing: refuse`, NaN feature values fail with their count and first place."""
-    if cfg.missing != "refuse":
-        return
-    total, first = 0, None
+    missing = MissingValues(cfg, prep.feature_names)
     for s in distinct(splits):
         for i, x in enumerate(splits[s].x):
-            nan = np.isnan(prep.truncate(x))
-            if nan.any():
-                total += int(nan.sum())
-                if first is None:
-                    step, feat = np.argwhere(nan)[0]
-                    first = f"{splits[s].where[i]} step {step} feature {prep.feature_names[feat]!r}"
-    if total:
-        raise DataFileError(
-            f"data.missing: {total} missing (NaN) feature values (first: {first}); clean them or "
-            "set data.missing to mean or ffill"
-        )
+            missing.add(prep.truncate(x), splits[s].where[i])
+    missing.check()
 
 
 def to_split(raw: RawSequences, prep: Preprocessing, task: str, name: str) -> Split:
-    xs = [prep.apply(x) for x in raw.x]
-    lengths = np.array([len(x) for x in xs], dtype=np.int64)
+    x, lengths = pad([prep.apply(x) for x in raw.x], prep.input_size)
     if lengths.min(initial=1) == 0:
         i = int(np.argmin(lengths))
         raise DataFileError(f"data: empty sequence in the {name} split ({raw.where[i]})")
-    batch = np.zeros((len(xs), int(lengths.max(initial=1)), prep.input_size), dtype=np.float32)
-    for i, x in enumerate(xs):
-        batch[i, : len(x)] = x  # (N, T_max, F), zero past each length (packed in the model)
     if task == "classification":
-        known = set(prep.classes)
-        unseen = [v for v in raw.y if v not in known]
-        if unseen:
-            raise DataFileError(
-                f"data.label_column: label {unseen[0]!r} in the {name} split is not among the "
-                f"training split's classes {prep.classes[:10]}"
-            )
-        y = torch.as_tensor(prep.encode_labels(raw.y))
-    else:
-        y = torch.as_tensor(prep.scale_targets(raw.y))
-    return Split(torch.from_numpy(batch), y, torch.from_numpy(lengths))
+        check_known(raw.y, prep, name)
+    y = torch.as_tensor(encode(prep, task, raw.y))
+    return Split(torch.from_numpy(x), y, torch.from_numpy(lengths))
 
 
 def streams(cfg: SequencesData) -> bool:
@@ -177,8 +130,6 @@ def streams(cfg: SequencesData) -> bool:
 
 def build(cfg: SequencesData, seed: int) -> SequenceData:
     if streams(cfg):
-        from lightning_modules.data.parquet_stream import build_stream
-
         return build_stream(cfg, seed)
     splits, plan = load_splits(cfg, seed)
     check_labels(cfg, splits)
@@ -190,18 +141,8 @@ def build(cfg: SequencesData, seed: int) -> SequenceData:
     if plan.kind == "folds":
         folds = stratified_folds(splits["train"].y, plan.folds, seed, cfg.task == "classification")
     seq_len = max(int(t.lengths.max()) for t in tensors.values())
-    out = len(prep.classes) if cfg.task == "classification" else tensors["train"].y.shape[1]
-    return SequenceData(
-        train=tensors["train"],
-        val=tensors["val"],
-        test=tensors["test"],
-        input_size=prep.input_size,
-        out_features=out,
-        seq_len=seq_len,
-        extras={"preprocessing": prep.to_dict()},
-        digest=digest(cfg),
-        folds=folds,
-    )
+    parts = tuple(tensors[s] for s in SPLITS)
+    return assemble(cfg, prep, parts, seq_len, splits["train"].y, folds)
 
 
 def preflight(cfg: SequencesData, large: bool, sample: int = 2000) -> ValidationPlan:

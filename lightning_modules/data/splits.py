@@ -20,10 +20,19 @@ from typing import Literal
 
 import numpy as np
 
+from lightning_modules.data.sequence_files import DataFileError
+
 MIN_HOLDOUT = 300  # held-out sequences below which a holdout cannot rank trials (see above)
 MIN_PER_CLASS = 20  # ... or of one class, for classification
 MIN_SELECT = 20  # sequences scored per trial below which the start of a job warns
 DEFAULT_FOLDS = 5
+TRAIN, VAL, TEST, UNUSED = 0, 1, 2, 255  # the split of a row (`assign_rows`)
+CODES = {"train": TRAIN, "val": VAL, "test": TEST}
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+STREAMED_FOLDS = (
+    "data.validation: folds and refits hold their data in memory; streamed data (large "
+    "Parquet, reader: stream) is scored on a holdout: set {holdout: 0.1}"
+)
 
 
 def ratio_split(
@@ -128,22 +137,95 @@ class ValidationPlan:
         return f"{source} of {self.scored} sequences{self.why}"
 
 
+def assign_rows(
+    cfg,
+    seed: int,
+    y: np.ndarray,
+    split_values: np.ndarray | None = None,
+    val_rows: int | None = None,
+    in_memory: bool = True,
+    complete: bool = True,
+) -> tuple[np.ndarray, ValidationPlan]:
+    """The split of every row of `data.url` (TRAIN, VAL, TEST or UNUSED) as the spec's split
+    options say, and how trials are scored on it. Every reader splits through this one rule.
+
+    `cfg` is `SequencesData`; `y` the rows' labels or targets; `split_values` its split column;
+    `val_rows` the sequences at `val_url`; `in_memory` False for streamed data (no folds);
+    `complete` False for a sample (which may miss a split). The test rows never move with
+    `seed`; `limit` samples the training rows (files are often sorted by label) before any
+    validation is carved from them. Under folds or no validation no row is VAL: every
+    training row is scored, out of fold."""
+    codes = np.full(len(y), TRAIN, dtype=np.uint8)
+    stratify = cfg.task == "classification"
+    if split_values is not None:
+        names = [SPLIT_NAMES.get(str(v).lower()) for v in split_values]
+        unknown = sorted({str(v) for v, n in zip(split_values, names, strict=True) if n is None})
+        if unknown:
+            raise DataFileError(
+                f"data.split_column: values {unknown[:5]} are not train, val (validation) or test"
+            )
+        codes[:] = [CODES[n] for n in names]
+        missing = [s for s, c in CODES.items() if not (codes == c).any()]
+        if missing and complete:
+            raise DataFileError(f"data.split_column: no {missing[0]} sequences in {cfg.url}")
+        _limit(codes, cfg.limit, seed)
+        plan = ValidationPlan(
+            "fixed", int((codes == VAL).sum()), train_size=int((codes == TRAIN).sum()), asked=True
+        )
+        return codes, plan
+    if not cfg.test_url:
+        test, _ = ratio_split(y, cfg.test_fraction, cfg.split_seed, stratify)
+        codes[test] = TEST
+    _limit(codes, cfg.limit, seed)
+    rows = np.flatnonzero(codes == TRAIN)
+    plan = plan_validation(
+        cfg.validation,
+        cfg.val_fraction,
+        len(rows),
+        class_counts(y[rows]) if stratify else None,
+        val_rows,
+        in_memory,
+    )
+    if plan.kind == "holdout":
+        val, _ = ratio_split(y[rows], holdout_fraction(cfg), seed, stratify)
+        codes[rows[val]] = VAL
+    return codes, plan
+
+
+def _limit(codes: np.ndarray, limit: int | None, seed: int) -> None:
+    """Keep a seeded sample of `limit` training rows; the others become UNUSED."""
+    if limit is None:
+        return
+    train = np.flatnonzero(codes == TRAIN)
+    codes[train[np.random.default_rng(seed).permutation(len(train))[limit:]]] = UNUSED
+
+
 def plan_validation(
-    validation, val_fraction: float, pool: int, counts: list[int] | None, fixed_val: int | None
+    validation,
+    val_fraction: float,
+    pool: int,
+    counts: list[int] | None,
+    fixed_val: int | None,
+    in_memory: bool = True,
 ) -> ValidationPlan:
     """The plan for `pool` training sequences (before any validation is carved out), `counts`
-    per class for classification, `fixed_val` sequences when validation data is given.
+    per class for classification, `fixed_val` sequences when validation data is given;
+    `in_memory` False for streamed data, which is never cross-validated.
 
-    `validation` is `SequencesData.validation`: "auto", `Folds` or `Holdout`.
+    `validation` is `SequencesData.validation`: "auto", "none", `Folds` or `Holdout`.
     """
     if fixed_val is not None:
         return ValidationPlan("fixed", fixed_val, train_size=pool, asked=True)
+    k = getattr(validation, "folds", None)
+    if not in_memory and (k is not None or validation == "none"):
+        raise DataFileError(STREAMED_FOLDS)
     if validation == "none":
         return ValidationPlan("none", 0, train_size=pool, asked=True)
-    k = getattr(validation, "folds", None)
     fraction = getattr(validation, "holdout", None) or val_fraction
     held = max(1, int(round(pool * fraction)))
     smallest = min(counts) if counts else None
+    if validation == "auto" and not in_memory:
+        return ValidationPlan("holdout", held, train_size=pool - held, why=" (streamed)")
     if validation == "auto":
         small = held < MIN_HOLDOUT or (smallest is not None and smallest * fraction < MIN_PER_CLASS)
         if not small:

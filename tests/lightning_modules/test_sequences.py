@@ -312,6 +312,35 @@ def test_streamed_parquet_matches_in_memory_splits_and_statistics(tmp_path, sens
     assert sum(len(y) for y in epoch) == len(mem.train)
 
 
+@pytest.mark.parametrize("options", [{"limit": 90}, {"split_column": "split"}])
+def test_both_readers_assign_the_same_rows(tmp_path, sensors, options):
+    """One split rule (splits.assign_rows): in memory and streamed, the same rows of each split,
+    with a training sample (`limit`) and with a split column."""
+    xs, labels, _ = sensors
+    split = np.array(["train", "validation", "TEST", "train", "valid"] * len(xs))[: len(xs)]
+    path = write_parquet(tmp_path / "d.parquet", xs, labels, split=split)
+    mem = build_data(cfg(path, reader="memory", **options), seed=5)
+    stream = build_data(cfg(path, reader="stream", **options), seed=5)
+    for name in ("train", "val", "test"):
+        m, s = getattr(mem, name), getattr(stream, name)
+        assert len(m) == len(s), name
+        got = s.head(len(s))
+        assert torch.equal(got.y.sort().values, m.y.sort().values), name
+        assert torch.allclose(got.x.sum((1, 2)).sort().values, m.x.sum((1, 2)).sort().values)
+    if "limit" in options:
+        assert len(mem.train) + len(mem.val) == 90
+
+
+def test_streamed_data_is_scored_on_a_holdout_never_folds(tmp_path, sensors):
+    xs, labels, _ = sensors
+    path = write_parquet(tmp_path / "d.parquet", xs, labels)
+    auto = SequencesData(url=str(path), reader="stream")  # `auto` on 240 in memory: folds
+    assert build_data(auto, seed=0).folds is None and len(build_data(auto, seed=0).val) > 0
+    for validation in ({"folds": 5}, "none"):
+        with pytest.raises(DataFileError, match=r"^data\.validation: folds and refits hold"):
+            build_data(cfg(path, reader="stream", validation=validation), seed=0)
+
+
 def test_streamed_ranks_read_disjoint_row_groups(tmp_path, sensors):
     from lightning_modules.data.parquet_stream import ParquetBatches
 

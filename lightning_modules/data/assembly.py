@@ -1,0 +1,102 @@
+"""What both readers of the user's sequences (in memory, `sequences.py`; streamed from Parquet,
+`parquet_stream.py`) do alike once rows are read: the checks that fail bad data by name,
+padding a batch, encoding its labels or targets, and assembling the `SequenceData`.
+
+Both import this module and neither imports the other's internals, so there is no cycle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lightning_modules.config import SequencesData
+from lightning_modules.data.base import SequenceData
+from lightning_modules.data.sequence_files import DataFileError, digest
+from lightning_modules.preprocessing import Preprocessing
+
+SPLITS = ("train", "val", "test")
+
+
+class MissingValues:
+    """Counts NaN feature values over a pass (`missing: refuse`) and fails with the count and
+    the first place: `add` each (truncated) sequence, then `check`."""
+
+    def __init__(self, cfg: SequencesData, feature_names: list[str]) -> None:
+        self.active = cfg.missing == "refuse"
+        self.feature_names = feature_names
+        self.total, self.first = 0, None
+
+    def add(self, x: np.ndarray, where: str) -> None:
+        if not self.active:
+            return
+        nan = np.isnan(x)
+        if nan.any():
+            self.total += int(nan.sum())
+            if self.first is None:
+                step, feat = np.argwhere(nan)[0]
+                self.first = f"{where} step {step} feature {self.feature_names[feat]!r}"
+
+    def check(self) -> None:
+        if self.total:
+            raise DataFileError(
+                f"data.missing: {self.total} missing (NaN) feature values (first: {self.first}); "
+                "clean them or set data.missing to mean or ffill"
+            )
+
+
+def check_known(labels, prep: Preprocessing, split: str) -> None:
+    """Classification: a label of `split` that training never saw fails by name."""
+    known = set(prep.classes or [])
+    unseen = [v for v in labels if v not in known]
+    if unseen:
+        raise DataFileError(
+            f"data.label_column: label {unseen[0]!r} in the {split} split is not among the "
+            f"training split's classes {prep.classes[:10]}"
+        )
+
+
+def pad(xs: list[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Preprocessed sequences as one (N, T_max, F) array, zero past each length (packed in the
+    model, never read), and the lengths (N,)."""
+    lengths = np.array([len(x) for x in xs], dtype=np.int64)
+    batch = np.zeros((len(xs), int(lengths.max(initial=1)), width), dtype=np.float32)
+    for i, x in enumerate(xs):
+        batch[i, : len(x)] = x
+    return batch, lengths
+
+
+def encode(prep: Preprocessing, task: str, ys) -> np.ndarray:
+    """Labels as class indices, or targets scaled as in training."""
+    if task == "classification":
+        return prep.encode_labels(ys)
+    ys = np.asarray(ys, dtype=np.float32)
+    return prep.scale_targets(ys.reshape(len(ys), -1))
+
+
+def assemble(
+    cfg: SequencesData,
+    prep: Preprocessing,
+    splits: tuple,
+    seq_len: int,
+    train_y: np.ndarray,
+    folds: np.ndarray | None = None,
+) -> SequenceData:
+    """The dataset a model trains on: its (train, val, test) splits, in memory or streamed,
+    with what the model and the registry need to know about it."""
+    width = (
+        len(prep.classes)
+        if cfg.task == "classification"
+        else np.asarray(train_y).reshape(len(train_y), -1).shape[1]
+    )
+    train, val, test = splits
+    return SequenceData(
+        train=train,
+        val=val,
+        test=test,
+        input_size=prep.input_size,
+        out_features=width,
+        seq_len=seq_len,
+        extras={"preprocessing": prep.to_dict()},
+        digest=digest(cfg),
+        folds=folds,
+    )
