@@ -164,10 +164,17 @@ def run_search(
     }
 
 
+CHAMPION_FIELDS = ("cell_type", "num_layers", "hidden_size", "bidirectional", "patch", "lr")
+
+
 def served_predictions(run: dict, xs: list[np.ndarray]):
+    """The champion's answers through its registered pyfunc; its searched settings go in `run`."""
     import mlflow
 
     mlflow.set_tracking_uri(run["tracking_uri"])
+    _, _, name, version = run["model_uri"].split("/")
+    config = json.loads(mlflow.MlflowClient().get_model_version(name, version).tags["config"])
+    run["champion"] = {k: config[k] for k in CHAMPION_FIELDS if k in config}  # flat settings
     model = mlflow.pyfunc.load_model(run["model_uri"])
     # Ragged sequences: MLflow's schema check takes only padded (N, T, F) arrays
     return model.unwrap_python_model().predict(None, list(xs))

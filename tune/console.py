@@ -94,7 +94,7 @@ class LiveView(ray_tune.Callback):
     def status_line(self) -> str:
         metric, mode = self.spec.monitor
         ends = [e.end for e in self.logger.ends.values()]
-        early = ends.count(O.EARLY_STOPPED)
+        early = ends.count(O.EARLY_STOPPED) + ends.count(O.BUDGET_STOPPED)
         failed = sum(ends.count(e) for e in O.FAILED_ENDS)
         elapsed = time.monotonic() - self.started
         parts = [

@@ -275,6 +275,7 @@ def run_job(
     Tune's own trial tables instead of the live view (tune/console.py). `started_at`: when the
     job started (`time.time()`; default now), what `budget.time_budget_s` counts from."""
     clock = JobClock(started=started_at or time.time())
+    clock.phases["imports"] = clock.elapsed()  # the process's start to here
     job_id = job_id or new_job_id(spec)
     spec = with_absolute_data_paths(spec)
     # MLflow's client retries a request for ~2 min by default, and the driver's calls before
@@ -296,15 +297,18 @@ def run_job(
     policy = Policy.configured()
     if policy is not None:  # on a cluster: whatever the spec came through, before touching it
         policy.check(spec, on_cluster=True)
-    storage = resolve_storage(spec.storage.url)
-    tracking = setup_tracking(spec, storage.local_root)
-    client = MlflowClient(tracking.uri)
-    if spec.registry.enabled:  # another user's model name fails now, not after the search
-        claim_model_name(client, spec.registry.model_name or spec.name, job_user())
-    plan = read_plan(spec)  # unusable data fails here, in one line, before any trial
-    spec, protocol = adapt(spec, plan)  # data-sized defaults, where the spec left them out
-    dataset = dataset_input(spec)
-    parent = open_parent_run(client, tracking, spec, job_id, dataset)
+    with clock.phase("tracking"):  # the store opened, the model name claimed
+        storage = resolve_storage(spec.storage.url)
+        tracking = setup_tracking(spec, storage.local_root)
+        client = MlflowClient(tracking.uri)
+        if spec.registry.enabled:  # another user's model name fails now, not after the search
+            claim_model_name(client, spec.registry.model_name or spec.name, job_user())
+    with clock.phase("data"):
+        plan = read_plan(spec)  # unusable data fails here, in one line, before any trial
+        spec, protocol = adapt(spec, plan)  # data-sized defaults, where the spec left them out
+        dataset = dataset_input(spec)
+    with clock.phase("parent_run"):
+        parent = open_parent_run(client, tracking, spec, job_id, dataset)
     storage.fs.makedirs(f"{storage.path}/{job_id}", exist_ok=True)
     with storage.fs.open(f"{storage.path}/{job_id}/{SPEC_FILE}", "w") as f:
         f.write(json.dumps(spec.model_dump(mode="json")))
@@ -322,7 +326,8 @@ def run_job(
     client.set_tag(parent, "rnntune.protocol", "\n".join(said)[:5000])
     if plan is not None:
         client.log_param(parent, "validation", plan.describe().split(":")[0][:500])
-    ensure_ray(log_level=logging.INFO if verbose else logging.WARNING)
+    with clock.phase("ray_start"):
+        ensure_ray(log_level=logging.INFO if verbose else logging.WARNING)
     search_budget = search_time_budget(spec, clock.elapsed())
     live = None if verbose else LiveView(spec, callback, search_budget_s=search_budget)
     system = start_system_metrics(client, parent, callback.writer.submit)
@@ -331,18 +336,34 @@ def run_job(
         callbacks = [callback, *([live] if live else [])]
         tuner = _tuner(spec, job_id, storage, callbacks, resume, verbose, search_budget)
         clock.search_start = time.time()
-        results = tuner.fit()
+        with clock.phase("search"):
+            results = tuner.fit()
         clock.search_end = time.time()
         searching = False
         system.stop()
         if live:
             live.close()
-        callback.close_unfinished()  # waits for MLflow if it is down: every write delivered
+        # A trial still running when a budgeted search returns was cut by the budget (Tune
+        # scores it as it was); waits for MLflow if it is down: every write delivered
+        with clock.phase("close_runs"):
+            if search_budget is not None:
+                callback.close_unfinished(stopped_by="time budget", end=O.BUDGET_STOPPED)
+            else:
+                callback.close_unfinished()
         if resume and (n := callback.backfill(results)):  # what the killed driver never sent
             print(f"rnntune: logged {n} metric points the interrupted driver had not sent")
         lost = callback.writer.lost + len(callback.writer.parked)
         summary = _finish(
-            spec, job_id, tracking, client, parent, results, callback.ends, callback.runs, lost
+            spec,
+            job_id,
+            tracking,
+            client,
+            parent,
+            results,
+            callback.ends,
+            callback.runs,
+            clock,
+            lost,
         )
         summary.timing = clock.split(search_budget, spec, len(results))
         log_timing(client, parent, summary.timing)
@@ -429,6 +450,7 @@ def _finish(
     results,
     ends: dict[str, O.TrialEnd],
     runs: dict[str, str],
+    clock: JobClock,
     tracking_lost: int = 0,
 ) -> JobSummary:
     metric, mode = spec.monitor
@@ -437,15 +459,20 @@ def _finish(
     table = report.cell_table(rows, metric, mode)
     registration, best_config, best_value, importance = None, {}, None, None
     with tempfile.TemporaryDirectory() as tmp:
-        if rows:
-            report.comparison_figure(spec, rows, metric, mode, Path(tmp) / "comparison.png")
-            client.log_artifact(parent, str(Path(tmp) / "comparison.png"))
-            client.log_text(parent, table, "cell_types.md")
-        importance = _importance(spec, results, client, parent, Path(tmp))
+        with clock.phase("figures"):
+            if rows:
+                report.comparison_figure(spec, rows, metric, mode, Path(tmp) / "comparison.png")
+                client.log_artifact(parent, str(Path(tmp) / "comparison.png"))
+                client.log_text(parent, table, "cell_types.md")
+        with clock.phase("importance"):
+            importance = _importance(spec, results, client, parent, Path(tmp))
         # A trial that raised (its storage full or read-only, a bug) is not a model to ship,
         # whatever it measured before: only trials that ended well are candidates.
         healthy = [r for r in results if _end_of(r, ends) not in O.FAILED_ENDS]
-        best, ckpt, ckpt_uri, missing = _best_checkpoint(healthy, metric, mode, Path(tmp) / "best")
+        with clock.phase("checkpoint"):
+            best, ckpt, ckpt_uri, missing = _best_checkpoint(
+                healthy, metric, mode, Path(tmp) / "best"
+            )
         if missing:  # a better trial is not the one registered (or none is): say why
             client.set_tag(parent, MISSING_CHECKPOINT_TAG, "; ".join(missing)[:5000])
         if best is not None:
@@ -455,15 +482,17 @@ def _finish(
                 trial_id = str(best.metrics.get("trial_id", ""))
                 final = ""
                 if spec.registry.final_model == "refit":
-                    ckpt, final = _refit(best, ckpt, metric, mode, Path(tmp) / "refit")
-                registration = register_best(
-                    spec,
-                    job_id,
-                    parent,
-                    tracking.uri,
-                    ckpt,
-                    lineage=Lineage(runs.get(trial_id), trial_id, ckpt_uri, final),
-                )
+                    with clock.phase("refit"):
+                        ckpt, final = _refit(best, ckpt, metric, mode, Path(tmp) / "refit")
+                with clock.phase("registration"):  # the test split, the model, its aliases
+                    registration = register_best(
+                        spec,
+                        job_id,
+                        parent,
+                        tracking.uri,
+                        ckpt,
+                        lineage=Lineage(runs.get(trial_id), trial_id, ckpt_uri, final),
+                    )
     if best_value is not None:
         client.log_metric(parent, f"best_{metric}", best_value)
     if tracking_lost:

@@ -26,8 +26,9 @@ COMPLETED = "completed"  # ran its epochs or stopped itself (early stopping, tim
 EARLY_STOPPED = "early_stopped"  # stopped by the scheduler (ASHA, HyperBand, median, PBT)
 DIVERGED = "diverged"  # loss non-finite or exploding: stopped, not usable
 ERROR = "error"  # raised
-INTERRUPTED = "interrupted"  # never ended: the job was stopped or ran out of time
-TRIAL_ENDS = (COMPLETED, EARLY_STOPPED, DIVERGED, ERROR, INTERRUPTED)
+BUDGET_STOPPED = "budget_stopped"  # cut when the search's time budget ran out; scored as it was
+INTERRUPTED = "interrupted"  # never ended: the job was stopped or crashed
+TRIAL_ENDS = (COMPLETED, EARLY_STOPPED, BUDGET_STOPPED, DIVERGED, ERROR, INTERRUPTED)
 FAILED_ENDS = (DIVERGED, ERROR)
 RUN_STATUS = {DIVERGED: "FAILED", ERROR: "FAILED", INTERRUPTED: "KILLED"}  # else FINISHED
 

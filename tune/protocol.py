@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from lightning_modules.config import TrainerConfig
 from lightning_modules.data.splits import ValidationPlan
-from tune.spec import JobSpec, SchedulerConfig
+from tune.spec import Choice, JobSpec, SchedulerConfig
 
 # A trial's default length: the issue's reference runs (a bi-GRU-64 on 40 sequences, batch 8,
 # 100 epochs: 500 steps; on 270 sequences, 30 epochs of batch 32: 270 steps) reach their
@@ -32,6 +32,20 @@ FINAL_RESERVE_FRACTION = 0.03
 # A refit trains the winner once more on all the data: about one fold model's training time,
 # which the trials' own times put at 5-10% of a 300 s search on 2 cores
 REFIT_RESERVE_FRACTION = 0.12
+
+
+# Patching (`model.patch`: k steps fed as one input) is searched on long sequences, where a
+# recurrent cell is weakest and slowest: from a median of PATCH_FROM_STEPS steps, patches of 1 and
+# every power of two that leaves at least PATCH_MIN_STEPS steps.
+PATCH_FROM_STEPS = 48
+PATCH_MIN_STEPS = 12
+
+
+def patch_choices(median_steps: float) -> list[int]:
+    """The patch sizes searched on sequences of `median_steps` steps ([1]: none)."""
+    if median_steps < PATCH_FROM_STEPS:
+        return [1]
+    return [1, *(p for p in (2, 4, 8, 16) if median_steps / p >= PATCH_MIN_STEPS)]
 
 
 @dataclass(frozen=True)
@@ -60,7 +74,8 @@ def read_plan(spec: JobSpec) -> ValidationPlan | None:
     large = d.format == "parquet" and d.bytes > SAMPLE_ABOVE_BYTES
     plan = preflight(spec.data, large=large)
     if large and plan.kind == "folds" and not plan.asked:  # a sample's size, not the data's
-        return ValidationPlan("holdout", round(d.rows * spec.data.val_fraction), why=" (large)")
+        held = round(d.rows * spec.data.val_fraction)
+        return ValidationPlan("holdout", held, why=" (large)", median_steps=plan.median_steps)
     return plan
 
 
@@ -98,6 +113,14 @@ def adapt(spec: JobSpec, plan: ValidationPlan | None) -> tuple[JobSpec, Protocol
             scheduler = scheduler.model_copy(update={"grace_period": grace})
             notes.append(f"scheduler.grace_period: {grace} epochs before a trial can be stopped")
     update = {"optim": optim, "budget": budget, "scheduler": scheduler}
+    space = spec.space
+    patches = patch_choices(plan.median_steps)
+    if len(patches) > 1 and spec.default_space and "patch" not in spec.model.model_fields_set:
+        update["search_space"] = {**space, "patch": Choice(choice=patches)}
+        notes.append(
+            f"model.patch: searched over {patches} (a median of {plan.median_steps:.0f} steps; "
+            "k steps are fed as one input)"
+        )
     return spec.model_copy(update=update), Protocol(plan, notes)
 
 

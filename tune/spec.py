@@ -209,6 +209,15 @@ class JobSpec(_Strict):
         return {**raw, "search_space": space}
 
     @property
+    def default_space(self) -> bool:
+        """Whether the job searches its dataset's default space (the spec wrote none), which
+        the job may extend from its data (`tune.protocol.adapt`); a space the user wrote is
+        searched as written."""
+        fixed = self.model.model_fields_set | self.optim.model_fields_set
+        default = {k: v for k, v in default_search_space(self.data.name).items() if k not in fixed}
+        return self.space == default
+
+    @property
     def samples(self) -> int:
         """Trials to sample: -1 for as many as the time budget allows."""
         if self.search.num_samples is not None:

@@ -7,8 +7,11 @@ so `budget.time_budget_s` bounds what the user waits for, imports and Ray's star
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from tune.spec import JobSpec
@@ -22,6 +25,7 @@ class Timing:
     final_s: float  # after the search: the final model's test, registration, figures
     budget_s: float | None
     search_ended: str  # why the search ended
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase, in order
 
     def line(self) -> str:
         budget = f" of a {self.budget_s:.0f} s budget" if self.budget_s else ""
@@ -37,9 +41,21 @@ class JobClock:
     started: float  # time.time() when the job's process started
     search_start: float = 0.0
     search_end: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase of the job (imports, tracking, data, ray, search, test, ...), what
+    `bench/fixed_cost.py` reads back from the parent run's `time_phase_*_s` metrics."""
 
     def elapsed(self) -> float:
         return time.time() - self.started
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Times a phase of the job; a phase entered again adds up."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - start
 
     def split(self, search_budget_s: float | None, spec: JobSpec, trials: int) -> Timing:
         now = time.time()
@@ -59,16 +75,20 @@ class JobClock:
             final_s=now - self.search_end,
             budget_s=spec.budget.time_budget_s,
             search_ended=why,
+            phases=dict(self.phases),
         )
 
 
 def log_timing(client: MlflowClient, parent: str, t: Timing) -> None:
-    """The split on the parent run: `time_startup_s`, `time_search_s`, `time_final_s`."""
-    for name, value in (
+    """The split on the parent run: `time_startup_s`, `time_search_s`, `time_final_s`, and
+    `time_phase_<name>_s` per phase."""
+    now = int(time.time() * 1000)
+    values = (
         ("time_total_s", t.total_s),
         ("time_startup_s", t.startup_s),
         ("time_search_s", t.search_s),
         ("time_final_s", t.final_s),
-    ):
-        client.log_metric(parent, name, round(value, 2))
+        *((f"time_phase_{k}_s", v) for k, v in t.phases.items()),
+    )
+    client.log_batch(parent, metrics=[Metric(k, round(v, 3), now, 0) for k, v in values])
     client.set_tag(parent, "rnntune.search_ended", t.search_ended)

@@ -530,9 +530,12 @@ class MlflowTrialLogger(ray_tune.Callback):
             ]
             self._write(trial.trial_id, lambda run_id: self.client.log_batch(run_id, tags=tags))
 
-    def close_unfinished(self, stopped_by: str = "job", timeout: float | None = None) -> bool:
-        """Runs of trials that never ended (job stopped or out of time) end as KILLED; then every
-        write is delivered. False if that took longer than `timeout` (MLflow still down)."""
+    def close_unfinished(
+        self, stopped_by: str = "job", timeout: float | None = None, end: str = O.INTERRUPTED
+    ) -> bool:
+        """Runs of trials that never ended end as `end`: interrupted (KILLED) when the job was
+        stopped, budget-stopped (FINISHED) when the search's time ran out; then every write is
+        delivered. False if that took longer than `timeout` (MLflow still down)."""
         if not self.drain(timeout):
             return False
         if self.writer.parked and self.tracking.release_reserve():
@@ -541,7 +544,7 @@ class MlflowTrialLogger(ray_tune.Callback):
                 return False
         for trial_id, run_id in list(self.runs.items()):
             if trial_id not in self.ends and self.client.get_run(run_id).info.status == "RUNNING":
-                self._end(trial_id, O.INTERRUPTED, stopped_by=stopped_by)
+                self._end(trial_id, end, stopped_by=stopped_by)
         return self.drain(timeout)
 
     def backfill(self, results) -> int:

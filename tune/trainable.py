@@ -15,6 +15,7 @@ import math
 import os
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -38,16 +39,23 @@ NODE_ID = "node_id"  # the Ray node the epoch ran on (a string; not logged to ML
 WORLD_SIZE = "world_size"  # DDP processes that trained the epoch (multi-worker trials only)
 TRAIN_PLACEMENT_GROUP = "train_placement_group"  # the workers' placement group (hex id), ditto
 TRAIN_RUN_PREFIX = "ddp-"  # a multi-worker trial's Train runs: folders in its trial folder
+SETUP_S = "time_setup_s"  # the trial function's start to its first training step: spec, data,
+# model, Trainer (a number in every result; not an MLflow metric)
 
 
 class TuneReporter(pl.Callback):
     """Reports each epoch's metrics with a checkpoint to Tune (after validation)."""
 
-    def __init__(self, metric: str, mode: str) -> None:
+    def __init__(self, metric: str, mode: str, entered: float | None = None) -> None:
         self.metric = metric
         # The job's metric must be a number for the scheduler: a NaN one is reported as the
         # worst value, and named in NON_FINITE so MLflow never records it as a measurement.
         self.worst = 0.0 if mode == "max" else 1e9
+        self.entered = entered or time.perf_counter()
+        self.setup_s = 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.setup_s = time.perf_counter() - self.entered
 
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -66,6 +74,7 @@ class TuneReporter(pl.Callback):
             DIVERGED_REASON: module.diverged_reason,
             NON_FINITE: ",".join(non_finite),
             NODE_ID: ray.get_runtime_context().get_node_id(),
+            SETUP_S: self.setup_s,
         }
         self.report(trainer, result)
 
@@ -118,10 +127,11 @@ def _trial_train_spec(spec: JobSpec, config: dict[str, Any]) -> TrainSpec:
 
 def run_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
     """Tune function trainable. `job` is the JobSpec as JSON-able data (via `with_parameters`)."""
+    entered = time.perf_counter()
     spec = JobSpec.model_validate(job)
     trial = _trial_train_spec(spec, config)  # typed from here on
     metric, mode = spec.monitor
-    callbacks: list[pl.Callback] = [TuneReporter(metric, mode)]
+    callbacks: list[pl.Callback] = [TuneReporter(metric, mode, entered)]
     ckpt_path = None
     checkpoint = ray_tune.get_checkpoint()
     if checkpoint is not None:

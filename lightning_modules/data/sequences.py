@@ -8,6 +8,8 @@ fitted on the training split only and travel with the model (`extras["preprocess
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -155,4 +157,5 @@ def preflight(cfg: SequencesData, large: bool, sample: int = 2000) -> Validation
     if not large:  # a sample's splits may miss classes that the whole data has
         for s in distinct(splits):
             to_split(splits[s], prep, cfg.task, s)
-    return plan
+    median = float(np.median([len(prep.truncate(x)) for x in splits["train"].x]))
+    return replace(plan, median_steps=median)

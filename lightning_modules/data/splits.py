@@ -111,6 +111,7 @@ class ValidationPlan:
     train_size: int = 0  # sequences a model trains on (folds: the smallest k-1 folds)
     asked: bool = False  # the spec chose it (not `auto`)
     why: str = ""
+    median_steps: float = 0.0  # the training sequences' median length (0: not read)
 
     @property
     def warning(self) -> str:

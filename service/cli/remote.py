@@ -16,7 +16,7 @@ from service.stack import down as stop_stack
 from service.stack import load_stack
 from service.stack import up as start_stack
 from service.store import SUCCEEDED, TERMINAL
-from tune.outcome import COMPLETED, EARLY_STOPPED, EXIT_CODE, FAILED_ENDS
+from tune.outcome import BUDGET_STOPPED, COMPLETED, EARLY_STOPPED, EXIT_CODE, FAILED_ENDS
 
 T = TypeVar("T")
 
@@ -148,7 +148,8 @@ def status(
     for j in page["items"]:
         t = j["trials"]
         failed = sum(t.get(k, 0) for k in FAILED_ENDS)
-        trials = f"{t.get('running', 0)}/{t.get(COMPLETED, 0)}/{t.get(EARLY_STOPPED, 0)}/{failed}"
+        stopped = t.get(EARLY_STOPPED, 0) + t.get(BUDGET_STOPPED, 0)
+        trials = f"{t.get('running', 0)}/{t.get(COMPLETED, 0)}/{stopped}/{failed}"
         best = f"{j['best_metric']:.4f}" if j["best_metric"] is not None else "-"
         print(f"{j['id']:<40} {j['status']:<10} {trials:<19} {best:>8}  {j['created_at'][:19]}")
     if page["total"] > len(page["items"]):

@@ -76,6 +76,7 @@ def _child(
         ("FAILED", {}, O.ERROR),
         ("KILLED", {}, O.INTERRUPTED),
         ("FINISHED", {O.TRIAL_END_TAG: O.EARLY_STOPPED}, O.EARLY_STOPPED),
+        ("FINISHED", {O.TRIAL_END_TAG: O.BUDGET_STOPPED}, O.BUDGET_STOPPED),
         ("FAILED", {O.TRIAL_END_TAG: O.DIVERGED}, O.DIVERGED),
         ("FINISHED", {O.TRIAL_END_TAG: "exploded"}, O.COMPLETED),  # unknown tag: by status
         ("UNKNOWN", {}, RUNNING),
@@ -104,6 +105,7 @@ def test_job_progress_counts_trials_by_how_they_ended(uri, client, experiment):
     _child(client, experiment, parent, "SCHEDULED")
     _child(client, experiment, parent, "FINISHED", O.COMPLETED, 0.5)
     _child(client, experiment, parent, "FINISHED", O.EARLY_STOPPED, 0.3)
+    _child(client, experiment, parent, "FINISHED", O.BUDGET_STOPPED, 0.4)
     _child(client, experiment, parent, "FAILED", O.DIVERGED)
     _child(client, experiment, parent, "FAILED")  # before end tags: by status
     _child(client, experiment, parent, "KILLED")
@@ -114,6 +116,7 @@ def test_job_progress_counts_trials_by_how_they_ended(uri, client, experiment):
         RUNNING: 2,
         O.COMPLETED: 1,
         O.EARLY_STOPPED: 1,
+        O.BUDGET_STOPPED: 1,
         O.DIVERGED: 1,
         O.ERROR: 1,
         O.INTERRUPTED: 1,

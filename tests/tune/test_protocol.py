@@ -82,3 +82,27 @@ def test_a_small_fixed_validation_split_warns_at_the_start():
     spec = parse_job_spec({"data": {**SEQ, "val_url": "v.parquet"}})
     _, protocol = adapt(spec, plan_validation("auto", 0.1, 200, None, 3))
     assert any(n.startswith("warning: validation:") and "3 sequences" in n for n in protocol.notes)
+
+
+def test_long_sequences_search_patching_short_ones_do_not():
+    from dataclasses import replace
+
+    from tune.protocol import patch_choices
+
+    assert patch_choices(29) == [1] and patch_choices(24) == [1]
+    assert patch_choices(100) == [1, 2, 4, 8] and patch_choices(150) == [1, 2, 4, 8]
+    assert patch_choices(251) == [1, 2, 4, 8, 16]
+    plan = replace(plan_validation("auto", 0.1, 50, [5] * 10, None), median_steps=150.0)
+    spec = parse_job_spec({"data": SEQ, "budget": {"time_budget_s": 60}})
+    adapted, protocol = adapt(spec, plan)
+    assert adapted.space["patch"].choice == [1, 2, 4, 8]
+    assert any(n.startswith("model.patch: searched over [1, 2, 4, 8]") for n in protocol.notes)
+    assert "patch choice(1, 2, 4, 8)" in searching_line(adapted)
+    assert adapted.trial_spec({"patch": 4}).model.patch == 4
+    # What the user fixed or searched themselves is left as it is
+    fixed = parse_job_spec({"data": SEQ, "model": {"patch": 2}})
+    assert "patch" not in adapt(fixed, plan)[0].space
+    own = parse_job_spec({"data": SEQ, "search_space": {"hidden_size": {"choice": [16, 32]}}})
+    assert "patch" not in adapt(own, plan)[0].space
+    short = replace(plan, median_steps=29.0)
+    assert "patch" not in adapt(spec, short)[0].space

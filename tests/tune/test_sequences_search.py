@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from lightning_modules.data.sequence_files import DataFileError
 from tests.sequence_files import CLASSES, sensor_sequences, write_parquet
 from tune.driver import run_job
+from tune.outcome import TRIAL_END_TAG
 from tune.spec import parse_job_spec
 from tune.tracking import PARENT_TAG
 
@@ -129,6 +130,13 @@ def test_time_budget_alone_keeps_sampling_cross_validated_trials_until_spent(
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
     )
+    # Trials the budget cut end budget-stopped (FINISHED, scored as they were), never
+    # "interrupted" as a stopped job's would
+    assert "interrupted" not in summary.trial_states, summary.trial_states
+    for c in children:
+        assert c.info.status == "FINISHED", (c.info.status, c.data.tags.get(TRIAL_END_TAG))
+    cut = [c for c in children if c.data.tags.get(TRIAL_END_TAG) == "budget_stopped"]
+    assert all(c.data.tags.get("stopped_by") == "time budget" for c in cut)
     # (a trial the budget stopped before its first epoch has no metrics)
     child = next(c for c in children if "val_acc" in c.data.metrics)
     folds = [child.data.metrics[f"val_acc_fold{i}"] for i in range(5)]
