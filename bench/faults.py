@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 from lightning_modules.metrics import REPORTED  # noqa: E402
 from service.stack import RAY_LOCAL_ENV, free_port, start_mlflow, stop, wait_ready  # noqa: E402
 from tune import outcome as O  # noqa: E402
-from tune.trainable import NON_FINITE  # noqa: E402
+from tune.trials import NON_FINITE  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 RNNTUNE = str(Path(sys.executable).parent / "rnntune")

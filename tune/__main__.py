@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from tune.cluster import exit_on_sigterm
-from tune.commands import add_job_commands, command_app, exit_code
+from tune.commands import add_job_commands, command_app, exit_code, finish
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,4 +22,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(finish(main()))

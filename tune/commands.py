@@ -8,6 +8,7 @@ beside the driver, so the cluster entrypoint needs nothing from the service pack
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from typing import Annotated
 import typer
 
 from tune.spec import DEFAULT_STORAGE
+
+JOBS_RUN: list[int] = []  # exit codes of the jobs this process ran (`exit_after_job`)
 
 
 def command_app(help_text: str) -> typer.Typer:
@@ -56,12 +59,16 @@ def run(
     from tune.spec import load_job_spec
 
     job = load_job_spec(spec)  # validate before the slow imports (Ray, torch)
+    from tune.cluster import start_early
+
+    start_early(logging.INFO if verbose else logging.WARNING)  # Ray starts while we import
     from tune.driver import format_summary, run_job
     from tune.protocol import process_start
 
     # budget.time_budget_s counts from this process's start: what the user waits for
     summary = run_job(job, job_id=job_id, verbose=verbose, started_at=process_start())
     print(format_summary(summary))
+    JOBS_RUN.append(summary.outcome.exit_code)
     return summary.outcome.exit_code
 
 
@@ -78,6 +85,7 @@ def resume(
     job = load_stored_spec(storage, job_id)
     summary = run_job(job, job_id=job_id, resume=True, verbose=verbose)
     print(format_summary(summary))
+    JOBS_RUN.append(summary.outcome.exit_code)
     return summary.outcome.exit_code
 
 
@@ -118,6 +126,16 @@ def guarded(fn: Callable[..., int], *args, **kwargs) -> int:
 
 def _say(message: object, code: int) -> int:
     print(f"rnntune: {message}", file=sys.stderr)
+    return code
+
+
+def finish(code: int) -> int:
+    """A console entry's end: after a job ran to its summary, a quick exit
+    (`tune.cluster.exit_after_job`); otherwise `code`, for `sys.exit`."""
+    if JOBS_RUN:
+        from tune.cluster import exit_after_job
+
+        exit_after_job(code)
     return code
 
 

@@ -6,10 +6,12 @@ search failing far from the cause.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
-from mlflow.tracking import MlflowClient
+if TYPE_CHECKING:  # only annotations: `rnntune run` starts Ray before MLflow is imported
+    from mlflow.tracking import MlflowClient
 
 
 class FrameworkChanged(RuntimeError):
@@ -54,6 +56,27 @@ def quiet_ray_token_auth_notice() -> None:
     except ImportError as e:
         raise _moved(RAY_TOKEN_AUTH_MODULE) from e
     module.logger.setLevel(logging.ERROR)
+
+
+# `ray.init` off the main thread (`tune.cluster.start_early`) warns that it set no SIGTERM
+# handler; ours is installed once the start is joined. The warning comes from this logger.
+RAY_WORKER_LOGGER = "ray._private.worker"
+
+
+@contextlib.contextmanager
+def quiet_ray_off_main_thread_notice() -> Iterator[None]:
+    import logging
+
+    class _Quiet(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "SIGTERM handler is not set" not in record.getMessage()
+
+    quiet, log = _Quiet(), logging.getLogger(RAY_WORKER_LOGGER)
+    log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        log.removeFilter(quiet)
 
 
 # --- Ray Tune: callbacks of a restored Tuner --------------------------------------------------

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,7 @@ from tune.tracking import (
     open_ui_hint,
     setup_tracking,
 )
-from tune.trainable import (
+from tune.trials import (
     CHECKPOINT_FILE,
     TRAIN_PLACEMENT_GROUP,
     TRAIN_RUN_PREFIX,
@@ -335,6 +336,9 @@ def run_job(
     try:
         callbacks = [callback, *([live] if live else [])]
         tuner = _tuner(spec, job_id, storage, callbacks, resume, verbose, search_budget)
+        # What registering the winner needs (torch, Lightning), imported while the trials run:
+        # the job's start did not wait for it (tune.trials), and its end will not either
+        threading.Thread(target=_import_training_stack, daemon=True).start()
         clock.search_start = time.time()
         with clock.phase("search"):
             results = tuner.fit()
@@ -390,6 +394,11 @@ def run_job(
         if stopped:  # our SIGTERM handler's exit code does not survive Ray's C++ calls
             raise SystemExit(O.EXIT_CODE[O.STOPPED]) from e  # (it re-raises SystemExit(1))
         raise
+
+
+def _import_training_stack() -> None:
+    import deploy.pyfunc  # noqa: F401
+    import lightning_modules.training  # noqa: F401
 
 
 def _close_parent_anyway(client: MlflowClient, parent: str, end: O.Outcome, tracking) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from lightning_modules.config import TrainSpec
-from lightning_modules.training import load_module, train
 
 
 def refit_spec(trial: TrainSpec, epochs: int) -> TrainSpec:
@@ -28,6 +27,8 @@ def refit(checkpoint: Path, epochs: int, out: Path) -> tuple[Path, TrainSpec] | 
     """Trains a cross-validated checkpoint's settings on every training sequence; the last
     epoch's checkpoint and the spec it was trained from. None for a checkpoint of one model
     (a holdout or fixed validation: nothing was held back from a final model but validation)."""
+    from lightning_modules.training import load_module, train  # after the search (tune.trials)
+
     module = load_module(checkpoint)
     folds = module.data_info.ensemble
     if folds == 1:

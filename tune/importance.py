@@ -53,6 +53,8 @@ def _distributions(spec: JobSpec) -> dict:
 def importances(spec: JobSpec, results, seed: int = 0) -> Importance | None:
     """fANOVA importances of the searched parameters for the job's metric at each trial's best
     epoch; None with fewer than MIN_TRIALS measured trials or nothing searched."""
+    if len(results) < MIN_TRIALS:  # before Optuna's import: half a second of a tiny job
+        return None
     import optuna
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
     from optuna.trial import create_trial

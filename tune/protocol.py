@@ -68,7 +68,7 @@ def read_plan(spec: JobSpec) -> ValidationPlan | None:
     if spec.data.name != "sequences":
         return None
     from lightning_modules.data.inspect import SAMPLE_ABOVE_BYTES, describe
-    from lightning_modules.data.sequences import preflight
+    from lightning_modules.data.reading import preflight
 
     d = describe(spec.data, with_digest=False)  # dataset_input hashes the files once
     large = d.format == "parquet" and d.bytes > SAMPLE_ABOVE_BYTES

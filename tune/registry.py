@@ -26,11 +26,9 @@ from mlflow.types import Schema, TensorSpec
 
 import lightning_modules
 from deploy.inputs import LM_PARAMS
-from deploy.pyfunc import MODEL_FILE, RecurrentModel, save_bundle
 from deploy.requirements import serving_requirements
 from lightning_modules.data import build_data, build_datamodule
 from lightning_modules.metrics import test_name
-from lightning_modules.training import data_info, load_module
 from tune import compat
 from tune.outcome import REGISTERED_TAG
 from tune.spec import JobSpec
@@ -161,6 +159,8 @@ def _example_and_signature(module, data, task: str):
         return example, infer_signature(
             example, pd.DataFrame({"text": ["The cat"]}), params=LM_PARAMS
         )
+    from deploy.pyfunc import RecurrentModel  # torch: see `_log_and_register`
+
     model = RecurrentModel().attach(module.net, module.spec, module.data_info)
     test = data.test.head(2)
     x = test.x.numpy()
@@ -261,6 +261,11 @@ def _log_and_register(
     lineage: Lineage,
 ):
     """Tests the checkpoint, logs the pyfunc on the winning trial's run and creates its version."""
+    # torch and Lightning only here, after the search: a job's start does not wait for them
+    # (the driver imports them in the background while its trials run, `tune.driver`)
+    from deploy.pyfunc import MODEL_FILE, save_bundle
+    from lightning_modules.training import data_info, load_module
+
     module = load_module(checkpoint)
     trial_spec = module.spec
     data = build_data(trial_spec.data, trial_spec.trainer.seed)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tune.spec import Choice, Distribution, Grid, JobSpec, LogUniform
-from tune.trainable import NON_FINITE
+from tune.trials import NON_FINITE
 
 
 @dataclass

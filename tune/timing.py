@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from tune.outcome import trials_text
 from tune.spec import JobSpec
 
 
@@ -63,11 +64,11 @@ class JobClock:
         if search_budget_s is not None and search >= search_budget_s - 1.0:
             why = "the time budget was reached"
         elif spec.search.algorithm == "grid":
-            why = f"the grid's {trials} trials ran"
+            why = f"the grid's {trials_text(trials)} ran"
         elif spec.samples > 0:
-            why = f"all {trials} trials ran (search.num_samples)"
+            why = f"all {trials_text(trials)} ran (search.num_samples)"
         else:
-            why = f"{trials} trials ran"
+            why = f"{trials_text(trials)} ran"
         return Timing(
             total_s=now - self.started,
             startup_s=self.search_start - self.started,

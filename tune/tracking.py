@@ -35,7 +35,7 @@ from tune import outcome as O
 from tune.outcome import JOB_TAG, PARENT_TAG, TRIAL_TAG
 from tune.registry import job_user
 from tune.spec import DEFAULT_STORAGE, JobSpec, embedded_tracking_uri
-from tune.trainable import DIVERGED, DIVERGED_REASON, NON_FINITE
+from tune.trials import DIVERGED, DIVERGED_REASON, NON_FINITE
 from tune.writer import OrderedWriter
 
 FLUSH_EVERY_S = 2.0  # how far a running trial's metrics in MLflow may lag behind it

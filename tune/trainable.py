@@ -30,17 +30,17 @@ from lightning_modules import metrics as M
 from lightning_modules.config import TrainSpec
 from lightning_modules.training import train
 from tune.spec import JobSpec
-
-CHECKPOINT_FILE = "model.ckpt"
-DIVERGED = "diverged"  # reported as 1.0 in the result of a trial that diverged
-DIVERGED_REASON = "diverged_reason"  # with it, why (a string; not logged as a metric)
-NON_FINITE = "non_finite"  # comma-separated metrics that were NaN/inf: left out of MLflow
-NODE_ID = "node_id"  # the Ray node the epoch ran on (a string; not logged to MLflow)
-WORLD_SIZE = "world_size"  # DDP processes that trained the epoch (multi-worker trials only)
-TRAIN_PLACEMENT_GROUP = "train_placement_group"  # the workers' placement group (hex id), ditto
-TRAIN_RUN_PREFIX = "ddp-"  # a multi-worker trial's Train runs: folders in its trial folder
-SETUP_S = "time_setup_s"  # the trial function's start to its first training step: spec, data,
-# model, Trainer (a number in every result; not an MLflow metric)
+from tune.trials import (
+    CHECKPOINT_FILE,
+    DIVERGED,
+    DIVERGED_REASON,
+    NODE_ID,
+    NON_FINITE,
+    SETUP_S,
+    TRAIN_PLACEMENT_GROUP,
+    TRAIN_RUN_PREFIX,
+    WORLD_SIZE,
+)
 
 
 class TuneReporter(pl.Callback):

@@ -1,8 +1,8 @@
 """What both readers of the user's sequences (in memory, `sequences.py`; streamed from Parquet,
 `parquet_stream.py`) do alike once rows are read: the checks that fail bad data by name,
-padding a batch, encoding its labels or targets, and assembling the `SequenceData`.
-
-Both import this module and neither imports the other's internals, so there is no cycle.
+padding a batch and encoding its labels or targets (`data.base.assemble` makes the
+`SequenceData`). No torch here: a job's data check (`reading.preflight`) runs before torch is
+imported. Both readers import this module and neither imports the other's internals.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from lightning_modules.config import SequencesData
-from lightning_modules.data.base import SequenceData
-from lightning_modules.data.sequence_files import DataFileError, digest
+from lightning_modules.data.sequence_files import DataFileError
 from lightning_modules.preprocessing import Preprocessing
 
 SPLITS = ("train", "val", "test")
@@ -71,32 +70,3 @@ def encode(prep: Preprocessing, task: str, ys) -> np.ndarray:
         return prep.encode_labels(ys)
     ys = np.asarray(ys, dtype=np.float32)
     return prep.scale_targets(ys.reshape(len(ys), -1))
-
-
-def assemble(
-    cfg: SequencesData,
-    prep: Preprocessing,
-    splits: tuple,
-    seq_len: int,
-    train_y: np.ndarray,
-    folds: np.ndarray | None = None,
-) -> SequenceData:
-    """The dataset a model trains on: its (train, val, test) splits, in memory or streamed,
-    with what the model and the registry need to know about it."""
-    width = (
-        len(prep.classes)
-        if cfg.task == "classification"
-        else np.asarray(train_y).reshape(len(train_y), -1).shape[1]
-    )
-    train, val, test = splits
-    return SequenceData(
-        train=train,
-        val=val,
-        test=test,
-        input_size=prep.input_size,
-        out_features=width,
-        seq_len=seq_len,
-        extras={"preprocessing": prep.to_dict()},
-        digest=digest(cfg),
-        folds=folds,
-    )

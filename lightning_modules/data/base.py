@@ -16,6 +16,10 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from lightning_modules.config import SequencesData
+from lightning_modules.data.sequence_files import digest
+from lightning_modules.preprocessing import Preprocessing
+
 
 @dataclass
 class Split:
@@ -273,4 +277,33 @@ def to_split(x: np.ndarray, y: np.ndarray, classification: bool = True) -> Split
     return Split(
         torch.as_tensor(x, dtype=torch.float32),
         torch.as_tensor(y, dtype=torch.long if classification else torch.float32),
+    )
+
+
+def assemble(
+    cfg: SequencesData,
+    prep: Preprocessing,
+    splits: tuple,
+    seq_len: int,
+    train_y: np.ndarray,
+    folds: np.ndarray | None = None,
+) -> SequenceData:
+    """The dataset a model trains on: its (train, val, test) splits, in memory or streamed,
+    with what the model and the registry need to know about it."""
+    width = (
+        len(prep.classes)
+        if cfg.task == "classification"
+        else np.asarray(train_y).reshape(len(train_y), -1).shape[1]
+    )
+    train, val, test = splits
+    return SequenceData(
+        train=train,
+        val=val,
+        test=test,
+        input_size=prep.input_size,
+        out_features=width,
+        seq_len=seq_len,
+        extras={"preprocessing": prep.to_dict()},
+        digest=digest(cfg),
+        folds=folds,
     )

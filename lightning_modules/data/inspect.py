@@ -14,13 +14,13 @@ import numpy as np
 import yaml
 
 from lightning_modules.config import SequencesData
-from lightning_modules.data.sequence_files import list_files
-from lightning_modules.data.sequences import (
+from lightning_modules.data.reading import (
     check_labels,
     distinct,
     fit_preprocessing,
     load_splits,
 )
+from lightning_modules.data.sequence_files import list_files
 
 SAMPLE_ABOVE_BYTES = 256 << 20  # larger datasets are inspected on a sample of row groups
 

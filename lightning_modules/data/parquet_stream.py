@@ -18,15 +18,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lightning_modules.config import SequencesData
-from lightning_modules.data.assembly import (
-    SPLITS,
-    MissingValues,
-    assemble,
-    check_known,
-    encode,
-    pad,
-)
-from lightning_modules.data.base import SequenceData, Split
+from lightning_modules.data.assembly import SPLITS, MissingValues, check_known, encode, pad
+from lightning_modules.data.base import SequenceData, Split, assemble
 from lightning_modules.data.sequence_files import (
     DataFileError,
     label_array,

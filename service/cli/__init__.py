@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from service.cli import local, remote
-from tune.commands import add_job_commands, command_app, exit_code, exits
+from tune.commands import add_job_commands, command_app, exit_code, exits, finish
 
 app = command_app("Train, search, track and serve recurrent models (RNN, LSTM, GRU).")
 data_app = command_app("Look at your own data before a job reads it.")
@@ -51,3 +51,8 @@ for fn in (remote.up, remote.down, remote.submit, remote.status, remote.logs, re
 
 def main(argv: list[str] | None = None) -> int:
     return exit_code(app, argv, "rnntune")
+
+
+def console() -> int:
+    """The `rnntune` command: `main`, ended quickly once a job has run (`tune.commands.finish`)."""
+    return finish(main())

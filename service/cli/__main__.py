@@ -1,5 +1,5 @@
 import sys
 
-from service.cli import main
+from service.cli import console
 
-sys.exit(main())
+sys.exit(console())

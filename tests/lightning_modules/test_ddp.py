@@ -20,7 +20,7 @@ from tune.driver import run_job
 from tune.schedulers import concurrency_limit, search_algorithm, trial_resources
 from tune.spec import parse_job_spec
 from tune.tracking import PARENT_TAG
-from tune.trainable import CHECKPOINT_FILE, WORLD_SIZE
+from tune.trials import CHECKPOINT_FILE, WORLD_SIZE
 
 MODEL_NAME = "ddp-test-model"
 BATCH, EPOCHS, LIMIT = 64, 2, 300

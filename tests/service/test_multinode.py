@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import ROOT
 from tune.tracking import PARENT_TAG
-from tune.trainable import NODE_ID
+from tune.trials import NODE_ID
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

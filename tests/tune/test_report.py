@@ -11,7 +11,7 @@ from ray.train import Checkpoint
 
 from tune.driver import _best_checkpoint
 from tune.report import best_value, measured, ranked_results
-from tune.trainable import NON_FINITE
+from tune.trials import NON_FINITE
 
 
 @dataclass
