@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import requests
 
+from lightning_modules.documents import DocumentError, load_json, load_yaml
 from service.stack import home, load_stack
+from tune.spec import absolute_data_paths
 
 
 class ServiceError(RuntimeError):
@@ -18,6 +21,30 @@ class ServiceError(RuntimeError):
 
 class ServiceUnreachable(ServiceError):
     """No answer (connection refused or dropped, a gateway error): worth trying again."""
+
+
+def submission_body(path: Path) -> tuple[bytes, str]:
+    """The spec file as it is sent: local relative data paths made absolute (from the current
+    directory, as `rnntune run` resolves them), so the service's policy judges the files the
+    user means; the file's own bytes when there is nothing to resolve (or it does not parse:
+    the service says what is wrong)."""
+    raw = path.read_bytes()
+    kind = "application/json" if path.suffix == ".json" else "application/yaml"
+    try:
+        doc = load_json(raw) if kind == "application/json" else load_yaml(raw.decode())
+    except (DocumentError, UnicodeDecodeError):
+        return raw, kind
+    data = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(data, dict):
+        return raw, kind
+    resolved = absolute_data_paths(data)
+    if not resolved:
+        return raw, kind
+    try:
+        body = json.dumps({**doc, "data": {**data, **resolved}}).encode()
+    except (TypeError, ValueError):  # a YAML value JSON has not (a date): sent as written
+        return raw, kind
+    return body, "application/json"
 
 
 @dataclass
@@ -69,10 +96,8 @@ class ServiceClient:
         path = Path(spec_path)
         if not path.is_file():
             raise ServiceError(f"{spec_path}: no such file")
-        kind = "application/json" if path.suffix == ".json" else "application/yaml"
-        return self.request(
-            "POST", "/jobs", data=path.read_bytes(), headers={"Content-Type": kind}
-        ).json()
+        body, kind = submission_body(path)
+        return self.request("POST", "/jobs", data=body, headers={"Content-Type": kind}).json()
 
     def job(self, job_id: str) -> dict:
         return self.request("GET", f"/jobs/{job_id}").json()

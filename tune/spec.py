@@ -424,13 +424,25 @@ def load_job_spec(path: str | Path) -> JobSpec:
     return parse_job_spec(read_spec_file(path), str(path))
 
 
+DATA_PATHS = ("url", "val_url", "test_url")
+
+
+def absolute_data_paths(data: dict) -> dict[str, str]:
+    """The local relative paths among a data section's files (`url`, `val_url`, `test_url`),
+    made absolute from the current directory; URLs and absolute paths are left out."""
+    return {
+        key: str(Path(value).resolve())
+        for key in DATA_PATHS
+        if isinstance(value := data.get(key), str)
+        and value
+        and "://" not in value
+        and not Path(value).is_absolute()
+    }
+
+
 def with_absolute_data_paths(spec: JobSpec) -> JobSpec:
     """Local data paths made absolute: every Ray trial runs in its own working directory."""
-    updates = {}
-    for key in ("url", "val_url", "test_url"):
-        url = getattr(spec.data, key, None)
-        if url and "://" not in url and not Path(url).is_absolute():
-            updates[key] = str(Path(url).resolve())
+    updates = absolute_data_paths({k: getattr(spec.data, k, None) for k in DATA_PATHS})
     if not updates:
         return spec
     return spec.model_copy(update={"data": spec.data.model_copy(update=updates)})

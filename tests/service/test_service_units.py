@@ -104,3 +104,30 @@ def test_cli_says_when_the_service_is_unreachable(tmp_path):
         run = subprocess.run([rnntune, *argv], env=env, capture_output=True, text=True)
         assert run.returncode == 2 and "Traceback" not in run.stderr
         assert "cannot reach the job service" in run.stderr, run.stderr
+
+
+def test_submit_sends_relative_data_paths_as_absolute(tmp_path, monkeypatch):
+    """`rnntune submit examples/x.yaml` resolves local data paths as `rnntune run` does, so the
+    service's policy judges the files meant; URLs and absolute paths go as written."""
+    from service.client import submission_body
+
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        "# comment\nname: j\ndata:\n  name: sequences\n  url: data/train.parquet\n"
+        "  test_url: s3://bucket/test.parquet\n  val_url: /abs/val.parquet\n"
+    )
+    body, kind = submission_body(spec)
+    sent = json.loads(body)
+    assert kind == "application/json"
+    assert sent["data"]["url"] == str(tmp_path / "data" / "train.parquet")
+    assert sent["data"]["test_url"] == "s3://bucket/test.parquet"
+    assert sent["data"]["val_url"] == "/abs/val.parquet"
+    assert sent["name"] == "j"
+    # Nothing to resolve, or a document the service must judge: the file's own bytes
+    builtin = tmp_path / "digits.yaml"
+    builtin.write_text("name: d\ndata: {name: digits}\n")
+    assert submission_body(builtin) == (builtin.read_bytes(), "application/yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("data: [unclosed\n")
+    assert submission_body(broken) == (broken.read_bytes(), "application/yaml")
