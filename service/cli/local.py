@@ -277,6 +277,10 @@ def data_inspect(
     return 0
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def ui(
     job_id: Annotated[
         str | None, typer.Argument(help="the job whose runs to show  [default: the latest]")
@@ -312,6 +316,8 @@ def ui(
     experiment, parent = _parent_run(MlflowClient(uri), job_id)
     from service.stack import start_mlflow, stop, wait_ready
 
+    # SIGTERM (a process manager, `timeout`, a closed session) stops it as Ctrl-C does
+    signal.signal(signal.SIGTERM, _interrupt)
     server = start_mlflow(store.parent, port or None)
     try:
         wait_ready(server, "/health", timeout=120)

@@ -203,8 +203,10 @@ def test_train_on_a_job_spec_with_a_typo_names_only_the_typo(tmp_path):
 
 
 @pytest.mark.slow  # an MLflow server of its own
-def test_ui_serves_the_embedded_store_and_prints_the_jobs_run(tmp_path):
-    """`rnntune ui JOB`: the MLflow UI on the job's embedded store, at its parent run's page."""
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_ui_serves_the_embedded_store_and_prints_the_jobs_run(tmp_path, stop):
+    """`rnntune ui JOB`: the MLflow UI on the job's embedded store, at its parent run's page;
+    Ctrl-C and SIGTERM (a process manager, `timeout`) both stop the server it started."""
     import signal
     import time
     import urllib.request
@@ -232,7 +234,7 @@ def test_ui_serves_the_embedded_store_and_prints_the_jobs_run(tmp_path):
         with urllib.request.urlopen(f"{base}/health", timeout=10) as answer:
             assert answer.status == 200
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, stop))
         assert proc.wait(timeout=60) == 0
     time.sleep(1)
     try:  # the server went with it
