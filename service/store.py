@@ -1,8 +1,13 @@
-"""The job store: one row per submitted job (SQLAlchemy; SQLite by default, Postgres-compatible)."""
+"""The job store: one row per submitted job (SQLAlchemy; SQLite by default, or PostgreSQL).
+
+The schema is versioned by Alembic (`service/migrations`): a store is upgraded to the newest
+version when the service opens it, so an upgrade keeps every job it holds.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,8 +27,8 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 # A job's status: the one definition (the API's schema, the CLI and the store read it here).
@@ -93,8 +98,7 @@ class JobStore:
 
     def __init__(self, url: str) -> None:
         self.engine = _engine(url)
-        Base.metadata.create_all(self.engine)
-        _add_new_columns(self.engine)
+        upgrade(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -179,17 +183,57 @@ class JobStore:
         self.engine.dispose()
 
 
-def _add_new_columns(engine: Engine) -> None:
-    """A store made by an older version gains the columns added since (all nullable), so an
-    upgrade keeps every job it holds."""
-    present = {c["name"] for c in inspect(engine).get_columns(Job.__tablename__)}
-    with engine.begin() as conn:
-        for column in Job.__table__.columns:
-            if column.name not in present:
-                kind = column.type.compile(dialect=engine.dialect)
-                conn.execute(
-                    text(f"ALTER TABLE {Job.__tablename__} ADD COLUMN {column.name} {kind}")
+MIGRATIONS = Path(__file__).with_name("migrations")
+_LOCK_KEY = 0x726E6E74756E65  # PostgreSQL advisory lock: one replica migrates at a time
+
+
+def upgrade(engine: Engine) -> str:
+    """Brings the store to the newest schema; returns its revision.
+
+    A store made before versioning (by `create_all` and hand-added columns) is first stamped
+    with the revision its tables match. Concurrent starts are serialised: PostgreSQL by an
+    advisory lock, SQLite by its write lock (a start that loses the race retries and finds the
+    store already upgraded).
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    for attempt in range(3):
+        try:
+            with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+                config.attributes["connection"] = conn
+                unversioned = _unversioned_revision(conn)
+                if unversioned is not None:
+                    command.stamp(config, unversioned)
+                command.upgrade(config, "head")
+                return str(
+                    conn.scalar(text("SELECT version_num FROM alembic_version"))  # one row
                 )
+        except (OperationalError, IntegrityError, ProgrammingError):
+            if attempt == 2:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _unversioned_revision(conn: Connection) -> str | None:
+    """The revision a store made before Alembic matches; None for a versioned or empty one."""
+    found = inspect(conn)
+    tables = set(found.get_table_names())
+    if "alembic_version" in tables or "jobs" not in tables:
+        return None
+    columns = {c["name"] for c in found.get_columns("jobs")}
+    if "outcome" in columns:
+        return "0004"
+    if "owners" in tables:
+        return "0003"
+    if "metric" in columns:
+        return "0002"
+    return "0001"
 
 
 def _engine(url: str) -> Engine:

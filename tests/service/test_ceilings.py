@@ -1,15 +1,12 @@
-"""Admission limits that hold: ceilings computed from the spec, quotas atomic under concurrency."""
+"""Admission limits that hold: ceilings computed from the spec (quotas: test_store.py)."""
 
 from __future__ import annotations
-
-import threading
 
 import pytest
 
 from lightning_modules.models import SequenceModel
 from service.ceilings import ceiling_problems, largest_model
 from service.settings import Settings
-from service.store import ACTIVE, Job, JobStore, OverQuota
 from tune.spec import parse_job_spec
 
 
@@ -72,57 +69,3 @@ def test_ceilings_name_the_field_and_the_limit(sections, field, reason):
 def test_ordinary_jobs_are_within_every_ceiling():
     for data in ({"name": "mnist1d"}, {"name": "text", "url": "s3://b/t.txt"}, {"name": "copy"}):
         assert ceiling_problems(parse_job_spec({"data": data}), Settings()) == []
-
-
-def _job(job_id: str, owner: str) -> Job:
-    return Job(
-        id=job_id, owner=owner, name="n", spec={}, metric="val_acc", mode="max",
-        tracking_uri="t", experiment="e", status=ACTIVE[0], trials={},
-    )  # fmt: skip
-
-
-def test_concurrent_admissions_of_one_owner_never_pass_the_quota(tmp_path):
-    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
-    accepted, refused = [], []
-    start = threading.Barrier(12)
-
-    def submit(i: int) -> None:
-        job = Job(
-            id=f"j{i}",
-            owner="eve",
-            name="n",
-            spec={},
-            metric="val_acc",
-            mode="max",
-            tracking_uri="t",
-            experiment="e",
-            status=ACTIVE[0],
-            trials={},
-        )
-        start.wait()
-        try:
-            store.add_within_quota(job, max_active=4)
-            accepted.append(i)
-        except OverQuota:
-            refused.append(i)
-
-    threads = [threading.Thread(target=submit, args=(i,)) for i in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(accepted) == 4 and len(refused) == 8
-    assert len(store.active("eve")) == 4
-    other = Job(
-        id="x",
-        owner="mallory",
-        name="n",
-        spec={},
-        metric="m",
-        mode="max",
-        tracking_uri="t",
-        experiment="e",
-        status=ACTIVE[0],
-        trials={},
-    )
-    store.add_within_quota(other, max_active=4)  # quotas are per owner

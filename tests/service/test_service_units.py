@@ -10,7 +10,6 @@ import pytest
 from service.auth import DEV_TOKEN, AuthConfigError, TokenTable, hash_token, load_tokens
 from service.ray_jobs import entrypoint
 from service.settings import Settings
-from service.store import FAILED, RUNNING, SUCCEEDED, Job, JobStore
 from tests.conftest import ROOT
 
 
@@ -63,26 +62,6 @@ def test_entrypoint_is_fixed_and_quoted():
         "job-1",
     ]
     assert shlex.split(entrypoint("/p", "x; rm -rf /"))[-1] == "x; rm -rf /"  # one argument
-
-
-def test_job_store_persists_filters_and_pages(tmp_path):
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    store = JobStore(url)
-    for i, (owner, status) in enumerate([("a", RUNNING), ("a", SUCCEEDED), ("b", FAILED)]):
-        store.add(
-            Job(
-                **{"id": f"j{i}", "owner": owner, "name": "n", "spec": {}, "status": status},
-                **{"trials": {}, "metric": "val_acc", "mode": "max"},
-                **{"tracking_uri": "sqlite://", "experiment": "n"},
-            )
-        )
-    store.close()
-    store = JobStore(url)  # a restarted service sees the same jobs
-    rows, total = store.list("a", None, limit=1, offset=0)
-    assert total == 2 and len(rows) == 1
-    assert [j.id for j in store.active()] == ["j0"]
-    assert store.list(None, FAILED, 10, 0)[1] == 1
-    assert store.update("j0", status=SUCCEEDED).status == SUCCEEDED and store.active() == []
 
 
 def test_cli_says_when_the_service_is_unreachable(tmp_path):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from service.progress import trial_state
-from service.store import JobStore
 from tune import outcome as O
 
 RAY_ERROR = """Failure # 1 (occurred at 2026-12-03_07-20-11)
@@ -58,23 +55,3 @@ def test_service_counts_trials_by_their_end_tag():
     assert trial_state("FAILED", {O.TRIAL_END_TAG: "diverged"}) == "diverged"
     assert trial_state("FAILED", {}) == "error"  # a run from before end tags existed
     assert trial_state("KILLED", {}) == "interrupted"
-
-
-def test_job_store_from_an_older_version_gains_the_new_columns_and_keeps_its_jobs(tmp_path):
-    db = tmp_path / "jobs.db"
-    store = JobStore(f"sqlite:///{db}")
-    store.close()
-    with sqlite3.connect(db) as conn:  # the table as the previous release created it
-        conn.execute("ALTER TABLE jobs DROP COLUMN outcome")
-        conn.execute("ALTER TABLE jobs DROP COLUMN cause")
-        conn.execute(
-            "INSERT INTO jobs (id, owner, name, status, message, spec, metric, mode, "
-            "tracking_uri, experiment, trials, progress_final, created_at, updated_at) VALUES "
-            "('old-job', 'ann', 'n', 'SUCCEEDED', '', '{}', 'val_acc', 'max', 'http://m', 'e', "
-            "'{}', 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
-        )
-    store = JobStore(f"sqlite:///{db}")
-    job = store.get("old-job")
-    assert job is not None and job.status == "SUCCEEDED" and job.outcome is None
-    assert store.update("old-job", outcome=O.SUCCEEDED).outcome == "succeeded"
-    store.close()

@@ -1,0 +1,1 @@
+"""The job store's schema versions (Alembic); `service.store.JobStore` applies them at start."""

@@ -1,0 +1,1 @@
+"""What the tests and the benches start and share: servers, clients, specs."""
