@@ -36,7 +36,7 @@ from tune.outcome import JOB_TAG, PARENT_TAG, TRIAL_TAG
 from tune.registry import job_user
 from tune.spec import DEFAULT_STORAGE, JobSpec, embedded_tracking_uri
 from tune.trials import DIVERGED, DIVERGED_REASON, NON_FINITE
-from tune.writer import OrderedWriter
+from tune.writer import OrderedWriter, WaitsForParked, parks
 
 FLUSH_EVERY_S = 2.0  # how far a running trial's metrics in MLflow may lag behind it
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
@@ -317,6 +317,9 @@ class MlflowTrialLogger(ray_tune.Callback):
         self.job_id = job_id
         self.parent_id = parent_id
         self.runs = dict(existing.runs)  # trial_id -> run id (filled in by the writer)
+        # trials whose run is still to be created (queued, or parked for a full disk): their
+        # writes wait for it, in order
+        self.creating: set[str] = set()
         self.trials = set(existing.runs)  # trials with a run, or one queued to be created
         self.ends: dict[str, O.TrialEnd] = dict(existing.ends)  # how each ended trial ended
         self.resumed = set(existing.runs)  # runs of an earlier driver: RUNNING again if restarted
@@ -351,7 +354,8 @@ class MlflowTrialLogger(ray_tune.Callback):
     def __getstate__(self) -> dict:  # Tune pickles callbacks with its experiment state
         # copies: the writer's thread adds to `runs` and `logged_through` meanwhile
         state = {k: dict(v) if isinstance(v, dict) else v for k, v in self.__dict__.items()}
-        return {**state, "_client": None, "_writer": None, "buffered": {}, "flushed_at": {}}
+        state |= {"_client": None, "_writer": None, "buffered": {}, "flushed_at": {}}
+        return state | {"creating": set()}  # a restored logger's writer has nothing queued
 
     def drain(self, timeout: float | None = None) -> bool:
         """Every metric buffered so far queued, and every queued write delivered."""
@@ -364,6 +368,8 @@ class MlflowTrialLogger(ray_tune.Callback):
 
         def send() -> None:
             run_id = self.runs.get(trial_id)
+            if run_id is None and trial_id in self.creating:  # parked for a full disk
+                raise WaitsForParked(f"trial {trial_id}'s run is not created yet")
             if run_id is None:  # refused by MLflow, so not retried: nor is what follows
                 raise LookupError(f"trial {trial_id} has no MLflow run (creating it failed)")
             write(run_id)
@@ -382,6 +388,7 @@ class MlflowTrialLogger(ray_tune.Callback):
             return
         self.trials.add(trial_id)
         self.configs[trial_id] = dict(trial.config)
+        self.creating.add(trial_id)
         self.writer.submit(_RunCreation(self, trial_id))
         params = trial_params(self.spec, trial.config)
         self._write(trial_id, lambda run_id: self._log_params(run_id, params))
@@ -603,6 +610,15 @@ class _RunCreation:
         self.logger, self.trial_id, self.tried = logger, trial_id, False
 
     def __call__(self) -> None:
+        try:
+            self._create()
+        except Exception as e:
+            if not parks(e):  # refused: the trial's writes have no run and are dropped
+                self.logger.creating.discard(self.trial_id)
+            raise  # a full disk parks it, and its writes behind it (`OrderedWriter.replay`)
+        self.logger.creating.discard(self.trial_id)
+
+    def _create(self) -> None:
         lg = self.logger
         if self.tried:
             found = lg.client.search_runs(

@@ -31,6 +31,15 @@ def disk_full(e: BaseException) -> bool:
     return "disk is full" in text or "No space left" in text
 
 
+class WaitsForParked(Exception):
+    """A write for a run whose creation is parked for a full disk: parked behind it, so it is
+    replayed after the run exists (never dropped for want of a run id)."""
+
+
+def parks(e: BaseException) -> bool:
+    return disk_full(e) or isinstance(e, WaitsForParked)
+
+
 def transient(e: BaseException) -> bool:
     """Whether a failed MLflow write is worth sending again: the server or the network is down
     or overloaded, or the embedded SQLite store is locked. A full disk is not: it does not heal
@@ -117,7 +126,7 @@ class OrderedWriter:
             except Exception as e:  # noqa: BLE001 - classified below; never kills the thread
                 if disk_full(e) and not self.parked:
                     _say(f"MLflow's store is out of disk space; writes kept for the job's end: {e}")
-                if disk_full(e):
+                if parks(e):
                     self.parked.append(write)
                     return
                 if not transient(e):
@@ -177,6 +186,6 @@ class _LastTry:
         try:
             self.write()
         except Exception as e:
-            if not disk_full(e):
+            if not parks(e):
                 raise
             self.writer._drop(f"MLflow's store is still full: {type(e).__name__}: {e}"[:500])

@@ -359,13 +359,15 @@ def test_a_full_disk_fails_the_job_with_that_cause_and_closes_every_run(
 ):
     """Case 2 of issue 11: checkpoints and the embedded MLflow store share a 12 MiB disk that
     fills mid-search. The job is failed (exit 1), first cause ENOSPC, and no run is left
-    RUNNING: the store's reserve is released to record the end."""
+    RUNNING: the store's reserve is released to record the end. Four trials, two at a time: the
+    later two have their runs created while the disk fills (issue 21)."""
     raw = _two_digit_trials(
         tmp_path,
         "unused",
         "full-disk",
         1000,
         model={"cell_type": "gru", "hidden_size": 96},  # ~0.4 MB checkpoints: full sooner
+        search_space={"lr": {"grid": [0.01, 0.003, 0.002, 0.001]}},
         storage={"url": str(small_disk), "keep_checkpoints": 1000},
         tracking={"experiment": "failure-tests"},  # the embedded store, on the same disk
     )
@@ -375,15 +377,20 @@ def test_a_full_disk_fails_the_job_with_that_cause_and_closes_every_run(
     # Tune may fail after the trials, reading back a file the full disk truncated: the trials'
     # error is still the job's cause, Tune's follows on stderr
     last = next(line for line in log.splitlines() if line.startswith("outcome: "))
-    assert last.startswith("outcome: failed (2 trials: 2 error); first cause: OSError:"), last
+    assert last.startswith("outcome: failed (4 trials: ") and "first cause: OSError:" in last
     assert "No space left on device" in last and "Traceback" not in log.split(last)[1]
     assert "released the store's 4 MB reserve" in log
     client = MlflowClient(f"sqlite:///{small_disk / 'mlflow.db'}")
     parent, children = _job_runs(client, "full")
     assert parent.info.status == "FAILED" and parent.data.tags[O.OUTCOME_TAG] == O.FAILED
     assert "No space left" in parent.data.tags[O.CAUSE_TAG]
-    assert [r.info.status for r in children] == ["FAILED", "FAILED"]
-    assert all("No space left" in r.data.tags["failure_reason"] for r in children)
+    assert len(children) == 4 and "RUNNING" not in [r.info.status for r in children], [
+        (r.info.status, r.data.tags.get(O.TRIAL_END_TAG)) for r in children
+    ]
+    failed = [r for r in children if r.info.status == "FAILED"]
+    assert len(failed) >= 2 and all(
+        "No space left" in r.data.tags["failure_reason"] for r in failed
+    )
 
 
 def test_sigterm_stops_the_job_with_exit_130_and_closes_its_runs(mlflow_server, tmp_path, ray_env):
