@@ -32,3 +32,7 @@ _.scale  # lightning_modules/data_info.py ImageScaling
 
 # A Typer option whose callback does the work (`rnntune --version`).
 show_version  # service/cli/__init__.py
+
+# Saved to stack.json by asdict; read by the tests and benches that restart or call the stack's
+# MLflow as its admin (service/stack.py Stack).
+mlflow_auth

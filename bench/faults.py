@@ -18,7 +18,10 @@ Faults:
     driver_killed       the driver's process group SIGKILLed after a trial finished, then resumed
     cancelled           SIGTERM to the driver mid-search (what `rnntune cancel` sends)
     storage_read_only   the storage filesystem (a tmpfs) remounted read-only mid-search [root]
-    disk_full           storage and the embedded MLflow store on a 12 MiB tmpfs [root]
+    disk_full           storage and the embedded MLflow store on a 12 MiB tmpfs, 4 trials [root]
+    database_restarted  `rnntune up` on PostgreSQL (job store and MLflow), a job submitted
+                        with `rnntune submit --follow`; PostgreSQL stopped for --db-outage-s
+                        (30) mid-search and started again
 
     .venv/bin/python bench/faults.py                      # ~6 min on 2 cores
     .venv/bin/python bench/faults.py --only mlflow_outage --outage-s 60
@@ -74,8 +77,8 @@ class Row:
 
 
 class Bench:
-    def __init__(self, work: Path, outage_s: float) -> None:
-        self.work, self.outage_s = work, outage_s
+    def __init__(self, work: Path, outage_s: float, db_outage_s: float = 30.0) -> None:
+        self.work, self.outage_s, self.db_outage_s = work, outage_s, db_outage_s
         self.mlflow_root = work / "mlflow"
         self.mlflow_root.mkdir()
         self.port = free_port()
@@ -304,6 +307,8 @@ def disk_full(b: Bench) -> Row:
         spec = b.spec(
             "full",
             store,
+            # two at a time: the later two trials' runs are created while the disk fills
+            search_space={"hidden_size": {"grid": [12, 16, 20, 24]}},
             tracking={"experiment": "faults"},  # the embedded SQLite store, on the small disk
             budget={"max_epochs": 400},
             storage={"url": str(store), "keep_checkpoints": 400},
@@ -311,6 +316,88 @@ def disk_full(b: Bench) -> Row:
         row.exit_code = b.start("full", spec).wait(900)
         b.measure(row, "full", store, MlflowClient(f"sqlite:///{store / 'mlflow.db'}"))
         row.notes.append("metrics read from the embedded store on the full disk")
+    return row
+
+
+def database_restarted(b: Bench) -> Row:
+    """The service's PostgreSQL (which MLflow shares, as in deploy/compose.yaml) stopped under a
+    running job that a client follows: reads answer within the dependency timeout (503 naming
+    the job store while it is down), `/readyz` names the database, the client reconnects, and
+    after the restart the job ends with its true outcome, once, every epoch in MLflow."""
+    import requests
+
+    from tests.support.postgres import start_postgres
+
+    row = Row(
+        "database_restarted",
+        f"{O.SUCCEEDED}, exit 0, 1 job, reads answered in < 2 s while the database was down",
+    )
+    pg = start_postgres()
+    home = b.work / "db-home"
+    env = {**os.environ, **RAY_LOCAL_ENV, "RNNTUNE_HOME": str(home)}
+    up = [RNNTUNE, "up", "--num-cpus", "2", "--allow-path", str(b.work)]
+    up += ["--database-url", pg.url()]
+    started = subprocess.run(up, env=env, capture_output=True, text=True, timeout=300)
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    try:
+        if started.returncode != 0:
+            raise RuntimeError(f"rnntune up: {started.stderr.strip()[-300:]}")
+        state = json.loads((home / "stack.json").read_text())
+        admin = state["mlflow_auth"]
+        os.environ.update(MLFLOW_TRACKING_USERNAME=admin["username"])
+        os.environ.update(MLFLOW_TRACKING_PASSWORD=admin["password"])
+        client = MlflowClient(state["tracking_uri"])
+        headers = {"Authorization": f"Bearer {state['token']}"}
+        epochs = int(b.db_outage_s * 2.5) + 20  # still training when the database returns
+        spec = b.spec("dbjob", b.work, budget={"max_epochs": epochs})
+        raw = yaml.safe_load(spec.read_text())
+        for key in ("storage", "tracking"):  # the service's own
+            raw.pop(key)
+        spec.write_text(yaml.safe_dump(raw | {"tracking": {"experiment": "faults"}}))
+        log = open(b.work / "dbjob-follow.log", "w")
+        follow = subprocess.Popen(
+            [RNNTUNE, "submit", str(spec), "--follow"], env=env, stdout=log, stderr=log
+        )
+        job_id = None
+        deadline = time.monotonic() + 180
+        while job_id is None or not [
+            r for r in b.runs(job_id, client) if "val_acc" in r.data.metrics
+        ]:
+            if time.monotonic() > deadline or follow.poll() is not None:
+                raise TimeoutError("the job logged no epoch")
+            time.sleep(1)
+            items = requests.get(f"{state['url']}/jobs", headers=headers, timeout=10).json()
+            job_id = next((j["id"] for j in items["items"] if j["name"] == "dbjob"), None)
+        pg.stop()
+        down, probes = time.monotonic(), []
+        while time.monotonic() - down < b.db_outage_s:
+            for path in (f"/jobs/{job_id}", "/jobs", "/readyz"):
+                t = time.monotonic()
+                r = requests.get(f"{state['url']}{path}", headers=headers, timeout=30)
+                probes.append((path, r.status_code, time.monotonic() - t, r.text[:200]))
+            time.sleep(1)
+        pg.start()
+        row.notes.append(f"PostgreSQL down {time.monotonic() - down:.0f} s")
+        slowest = max(p[2] for p in probes)
+        codes = sorted({f"{p[0].split('/')[-1] or 'jobs'}:{p[1]}" for p in probes})
+        readyz = next((p[3] for p in probes if p[0] == "/readyz"), "")
+        row.notes.append(f"while down: {len(probes)} reads, slowest {slowest:.2f} s, {codes}")
+        row.notes.append(f"/readyz while down: {readyz}")
+        row.exit_code = follow.wait(900)
+        listed = requests.get(f"{state['url']}/jobs", headers=headers, timeout=30).json()
+        jobs = [j for j in listed["items"] if j["name"] == "dbjob"]
+        row.notes.append(f"jobs stored: {len(jobs)}; status {[j['status'] for j in jobs]}")
+        b.measure(row, job_id, Path(state["dir"]) / "storage", client)
+        if slowest >= 2.0 or len(jobs) != 1 or "database" not in readyz:
+            row.observed += " (NOT as expected: see notes)"
+    finally:
+        subprocess.run([RNNTUNE, "down"], env=env, capture_output=True, timeout=120)
+        pg.remove()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return row
 
 
@@ -324,6 +411,7 @@ FAULTS: dict[str, Callable[[Bench], Row]] = {
         cancelled,
         storage_read_only,
         disk_full,
+        database_restarted,
     )
 }
 NEEDS_MOUNT = {"storage_read_only", "disk_full"}
@@ -346,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="*", choices=sorted(FAULTS), help="run these faults only")
     p.add_argument("--outage-s", type=float, default=60.0, help="MLflow outage length")
+    p.add_argument("--db-outage-s", type=float, default=30.0, help="PostgreSQL outage length")
     p.add_argument("--out", type=Path, default=RESULTS / "faults.json")
     p.add_argument("--smoke-test", action="store_true", help="a 15 s outage")
     p.add_argument("--keep", type=Path, help="work here and keep the jobs' logs and stores")
@@ -360,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
             tmp = str(args.keep)
         else:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="rnntune-faults-"))
-        b = Bench(Path(tmp), args.outage_s)
+        b = Bench(Path(tmp), args.outage_s, args.db_outage_s)
         mount = can_mount(Path(tmp))
         try:
             for name in args.only or FAULTS:

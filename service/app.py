@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from service.api.routes import health, jobs, models
 from service.auth import TokenTable, load_tokens
@@ -37,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # (MLflow's defaults retry for minutes), unless the operator set them.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        store = JobStore(settings.database_url)
+        store = JobStore(settings.database_url, settings.dependency_timeout_s)
         token = settings.ray_auth_token.get_secret_value() if settings.ray_auth_token else None
         ray = RayJobs(settings.ray_address, settings.cluster_python, token)
         app.state.jobs = JobService(settings, store, ray)
@@ -104,6 +105,12 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RayUnavailable)
     async def ray_down(_: Request, e: RayUnavailable):
         return _error(503, str(e))
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def store_down(_: Request, e: OperationalError | InterfaceError):
+        reason = str(e.orig if e.orig is not None else e).strip().splitlines()[0][:200]
+        return _error(503, f"job store unavailable: {reason}")
 
     from mlflow.exceptions import MlflowException
 

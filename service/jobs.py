@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import posixpath
 import time
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 from lightning_modules.config import validation_problems
 from service.auth import Principal
 from service.ceilings import ceiling_problems
-from service.progress import job_progress
+from service.progress import Progress, job_progress
 from service.ray_jobs import RayJobMissing, RayJobs, RayUnavailable
 from service.settings import Settings
 from service.store import ACTIVE, FAILED, PENDING, STOPPED, Job, JobStore, OverQuota
@@ -174,7 +175,13 @@ class JobService:
         ray = self.calls.submit(self.ray.status, job.id) if asks_ray else None
         progress = (
             self.calls.submit(
-                job_progress, job.tracking_uri, job.experiment, job.metric, job.mode, job.id
+                job_progress,
+                job.tracking_uri,
+                job.experiment,
+                job.metric,
+                job.mode,
+                job.id,
+                job.experiment_id,
             )
             if asks_mlflow
             else None
@@ -187,7 +194,14 @@ class JobService:
                 status, message = ray.result(timeout=max(0.0, deadline - time.monotonic()))
                 updates.update(status=status, message=message)
             except RayJobMissing:
-                updates.update(status=FAILED, message="the Ray cluster has no record of this job")
+                if job.status == PENDING and _age_s(job) < self.settings.submission_grace_s:
+                    # Another replica may be submitting it this moment (stored first, then
+                    # submitted): not failed yet.
+                    stale.append("Ray: not submitted yet")
+                else:
+                    updates.update(
+                        status=FAILED, message="the Ray cluster has no record of this job"
+                    )
             except RayUnavailable as e:
                 stale.append(f"Ray: {e}")
             except TimeoutError:
@@ -195,20 +209,11 @@ class JobService:
         if progress is not None:
             try:
                 p = progress.result(timeout=max(0.0, deadline - time.monotonic()))
-                updates.update(
-                    parent_run_id=p.parent_run_id,
-                    experiment_id=p.experiment_id,
-                    trials=p.trials,
-                    best_metric=p.best_metric,
-                    champion_decision=p.champion_decision,
-                    outcome=p.outcome,
-                    cause=p.cause,
-                    # Final only if read after the job ended: read alongside Ray's status, it
-                    # may predate the driver's last writes.
-                    progress_final=int(job.status not in ACTIVE),
-                )
+                updates.update(_progress_fields(p, job.status))
             except TimeoutError:
                 stale.append(f"MLflow: {wait}")
+                # A slow answer still lands in the store when it comes: the next read has it.
+                progress.add_done_callback(self._late_progress(job.id, job.status))
             except Exception as e:  # noqa: BLE001 - MLflow down must not fail a status read
                 stale.append(f"MLflow: {str(e).strip().splitlines()[-1][:200] if str(e) else e}")
         for problem in stale:
@@ -216,6 +221,16 @@ class JobService:
         if updates:
             job = self.store.update(job.id, **updates)
         return Synced(job, "; ".join(stale) or None)
+
+    def _late_progress(self, job_id: str, status: str):
+        def land(future) -> None:
+            if future.exception() is None:
+                try:
+                    self.store.update(job_id, **_progress_fields(future.result(), status))
+                except Exception as e:  # noqa: BLE001 - a background refresh must not raise
+                    log.warning("job %s: a late MLflow answer was not stored: %s", job_id, e)
+
+        return land
 
     def stop(self, job: Job) -> Job:
         """Asks Ray to stop an active job; a finished job is returned as it is (idempotent).
@@ -239,3 +254,25 @@ class JobService:
         for job in jobs:
             self.sync(job)
         return len(jobs)
+
+
+def _age_s(job: Job) -> float:
+    created = job.created_at
+    if created.tzinfo is None:  # SQLite keeps no time zone: stored as UTC
+        created = created.replace(tzinfo=dt.UTC)
+    return (dt.datetime.now(dt.UTC) - created).total_seconds()
+
+
+def _progress_fields(p: Progress, status: str) -> dict:
+    return {
+        "parent_run_id": p.parent_run_id,
+        "experiment_id": p.experiment_id,
+        "trials": p.trials,
+        "best_metric": p.best_metric,
+        "champion_decision": p.champion_decision,
+        "outcome": p.outcome,
+        "cause": p.cause,
+        # Final only if read after the job ended: read alongside Ray's status, it may predate
+        # the driver's last writes.
+        "progress_final": int(status not in ACTIVE),
+    }

@@ -33,21 +33,32 @@ def trial_state(status: str, tags: dict[str, str]) -> str:
 
 
 def job_progress(
-    tracking_uri: str, experiment_name: str, metric: str, mode: str, job_id: str
+    tracking_uri: str,
+    experiment_name: str,
+    metric: str,
+    mode: str,
+    job_id: str,
+    experiment_id: str | None = None,
 ) -> Progress:
-    """Looks the job's parent run up by its job-id tag; empty before the driver opened it."""
+    """Looks the job's parent run up by its job-id tag; empty before the driver opened it.
+
+    One MLflow request when the experiment's id is known from an earlier look (each request
+    to an MLflow behind basic auth costs a password check, ~0.2 s), two before.
+    """
     client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        return Progress()
+    if experiment_id is None:
+        experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            return Progress()
+        experiment_id = experiment.experiment_id
     runs = client.search_runs(
-        [experiment.experiment_id],
+        [experiment_id],
         filter_string=f"tags.`{O.JOB_TAG}` = '{job_id}'",
         max_results=5000,
     )
     parents = [r for r in runs if O.PARENT_TAG not in r.data.tags]
     if not parents:
-        return Progress(experiment_id=experiment.experiment_id)
+        return Progress(experiment_id=experiment_id)
     parent = parents[0]
     children = [r for r in runs if r.data.tags.get(O.PARENT_TAG) == parent.info.run_id]
     trials = {RUNNING: 0, **{end: 0 for end in O.TRIAL_ENDS}}
@@ -62,7 +73,7 @@ def job_progress(
         best = max(values) if mode == "max" else min(values)
     return Progress(
         parent_run_id=parent.info.run_id,
-        experiment_id=experiment.experiment_id,
+        experiment_id=experiment_id,
         trials=trials,
         best_metric=best,
         champion_decision=parent.data.tags.get("champion_decision"),

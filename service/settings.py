@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     dependency_timeout_s: float = Field(1.0, gt=0)
     """How long a request waits for Ray or MLflow before answering with what the store knows
     (marked stale)."""
+    submission_grace_s: float = Field(30.0, ge=0)
+    """A PENDING job Ray has no record of is failed only once this old: until then its
+    submission may still be under way (in another replica, sharing the store)."""
     max_concurrent_jobs: int = Field(4, ge=0)
     """Per user: pending or running jobs at once."""
     max_trials_per_job: int = Field(64, ge=1)

@@ -74,6 +74,27 @@ class Stack:
     ray_temp_dir: str
     components: list[Component] = field(default_factory=list)
     allowed_url_prefixes: list[str] = field(default_factory=list)  # where jobs may read data
+    mlflow_auth: MlflowAuth | None = None  # the admin: the service and job drivers write as it
+    mlflow_reader: tuple[str, str] | None = None  # a read-only user for the MLflow UI
+    databases: dict[str, str] = field(default_factory=dict)  # jobs / mlflow / mlflow_auth
+
+
+@dataclass
+class MlflowAuth:
+    """MLflow's basic-auth app, as the deployed server runs it (deploy/entrypoint.py): every
+    request needs credentials, and only this admin may write; every other user reads."""
+
+    password: str
+    secret_key: str  # the CSRF key of the server's login pages
+    database_uri: str  # MLflow's user database
+    username: str = "rnntune-admin"
+
+    def client_env(self) -> dict[str, str]:
+        """What an MLflow client writing as the admin needs (the service, the job drivers)."""
+        return {
+            "MLFLOW_TRACKING_USERNAME": self.username,
+            "MLFLOW_TRACKING_PASSWORD": self.password,
+        }
 
 
 def launch(name: str, argv: list[str], env: dict[str, str], logdir: Path, url: str) -> Component:
@@ -131,13 +152,79 @@ def start_ray_head(
     )
 
 
-def start_mlflow(root: Path, port: int | None = None) -> Component:
+def start_mlflow(
+    root: Path,
+    port: int | None = None,
+    backend_uri: str | None = None,
+    auth: MlflowAuth | None = None,
+) -> Component:
+    """`mlflow server` on loopback with proxied artifacts under `root`; its runs in
+    `backend_uri` (default: SQLite under `root`), behind basic auth when `auth` is given."""
+    from deploy.entrypoint import auth_config
+
     port = port or free_port()
     argv = [str(bin_dir() / "mlflow"), "server", "--host", LOOPBACK, "--port", str(port)]
-    argv += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
     argv += ["--artifacts-destination", (root / "artifacts").as_uri(), "--workers", "1"]
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        # in the environment, not argv: a database URL may hold a password
+        "MLFLOW_BACKEND_STORE_URI": backend_uri or f"sqlite:///{root / 'mlflow.db'}",
+    }
+    if auth is not None:
+        argv += ["--app-name", "basic-auth"]
+        settings = {
+            "MLFLOW_AUTH_DATABASE_URI": auth.database_uri,
+            "MLFLOW_AUTH_ADMIN_USERNAME": auth.username,
+            "MLFLOW_AUTH_ADMIN_PASSWORD": auth.password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": auth.secret_key,
+        }
+        root.mkdir(parents=True, exist_ok=True)
+        env |= auth_config(settings, root / "mlflow-auth.ini")
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = auth.secret_key
     return launch("mlflow", argv, env, root / "logs", f"http://{LOOPBACK}:{port}")
+
+
+DATABASES = {"jobs": "rnntune", "mlflow": "mlflow", "mlflow_auth": "mlflow_auth"}  # as compose
+
+
+def stack_databases(server_url: str | None, root: Path) -> dict[str, str]:
+    """The job store's, MLflow's and MLflow's users' databases: SQLite files under `root`, or
+    databases of those names on the PostgreSQL server at `server_url`, created when missing."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    if server_url is None:
+        return {k: f"sqlite:///{root / f'{name}.db'}" for k, name in DATABASES.items()}
+    try:
+        url = make_url(server_url)
+    except ArgumentError:
+        url = None
+    if url is None or url.get_backend_name() != "postgresql":
+        raise ValueError(
+            "--database-url: expected a PostgreSQL server, "
+            "postgresql://USER:PASSWORD@HOST:PORT/ (the databases are created on it)"
+        )
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")  # the driver installed with rnntune
+    engine = create_engine(
+        url.set(database=url.database or "postgres"), isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with engine.connect() as conn:
+            present = set(conn.scalars(text("SELECT datname FROM pg_database")))
+            for name in DATABASES.values():
+                if name not in present:
+                    conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except SQLAlchemyError as e:
+        reason = str(e.orig if getattr(e, "orig", None) else e).strip().splitlines()[0]
+        raise ValueError(f"--database-url: {reason}") from None
+    finally:
+        engine.dispose()
+    return {
+        k: url.set(database=name).render_as_string(hide_password=False)
+        for k, name in DATABASES.items()
+    }
 
 
 def start_service(logdir: Path, settings_env: dict[str, str], port: int | None = None) -> Component:
@@ -199,12 +286,20 @@ def _tail(path: str, lines: int = 15) -> str:
         return ""
 
 
-def up(num_cpus: int | None = None, allow_paths: list[str] | None = None) -> Stack:
+def up(
+    num_cpus: int | None = None,
+    allow_paths: list[str] | None = None,
+    database_url: str | None = None,
+) -> Stack:
     """Starts Ray, MLflow and the service on loopback; writes `$RNNTUNE_HOME/stack.json`.
 
     Jobs may read data only under `allow_paths` (default: the current folder) and write under
     the stack's storage; the service checks each spec and the Ray head's job drivers again.
+    MLflow requires credentials: the service and the job drivers write as its admin, and a
+    read-only user (named after the caller) is made for people. The job store, MLflow and its
+    users live in SQLite files, or on the PostgreSQL server at `database_url`.
     """
+    from deploy.mlflow_users import create_user
     from service.auth import hash_token, new_token
 
     root = home() / "stack"
@@ -222,17 +317,24 @@ def up(num_cpus: int | None = None, allow_paths: list[str] | None = None) -> Sta
         json.dumps([{"user": _user(), "role": "admin", "sha256": hash_token(token)}])
     )
     tokens_file.chmod(0o600)
+    databases = stack_databases(database_url, root)
+    auth = MlflowAuth(new_token(), new_token(), databases["mlflow_auth"])
+    reader = (_user(), new_token())
     started: list[Component] = []
     try:
-        mlflow = start_mlflow(root)
+        mlflow = start_mlflow(root, backend_uri=databases["mlflow"], auth=auth)
         started.append(mlflow)
         policy_env = policy_settings(allowed, str(root / "storage"), mlflow.url)
         ray_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ray_token, **policy_env}
-        ray_head = start_ray_head(root / "logs", Path(stack_tmp), num_cpus, ray_env)
+        ray_head = start_ray_head(
+            root / "logs", Path(stack_tmp), num_cpus, ray_env | auth.client_env()
+        )
         started.append(ray_head)
         wait_ready(ray_head, "/api/version")
         wait_ready(mlflow, "/health")
+        create_user(mlflow.url, (auth.username, auth.password), *reader)
         env = service_env(root, ray_head.url, mlflow.url, tokens_file, ray_token, allowed)
+        env |= {"RNNTUNE_DATABASE_URL": databases["jobs"], **auth.client_env()}
         service = start_service(root / "logs", env)
         started.append(service)
         wait_ready(service, "/healthz")
@@ -250,6 +352,9 @@ def up(num_cpus: int | None = None, allow_paths: list[str] | None = None) -> Sta
         stack_tmp,
         started,
         allowed,
+        auth,
+        reader,
+        databases,
     )
     save_stack(stack)
     return stack
@@ -304,7 +409,14 @@ def load_stack() -> Stack | None:
         return None
     raw = json.loads(path.read_text())
     comps = [Component(**c) for c in raw.pop("components", [])]
-    return Stack(**raw, components=comps)
+    auth = raw.pop("mlflow_auth", None)
+    reader = raw.pop("mlflow_reader", None)
+    return Stack(
+        **raw,
+        components=comps,
+        mlflow_auth=MlflowAuth(**auth) if auth else None,
+        mlflow_reader=tuple(reader) if reader else None,
+    )
 
 
 def down() -> int:

@@ -7,6 +7,7 @@ version when the service opens it, so an upgrade keeps every job it holds.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -96,8 +97,8 @@ class OverQuota(Exception):
 class JobStore:
     """Owns the engine; every call is its own short transaction."""
 
-    def __init__(self, url: str) -> None:
-        self.engine = _engine(url)
+    def __init__(self, url: str, connect_timeout_s: float = 10.0) -> None:
+        self.engine = _engine(url, connect_timeout_s)
         upgrade(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -179,6 +180,11 @@ class JobStore:
         with self.session() as s:
             return list(s.scalars(query).all())
 
+    def ping(self) -> None:
+        """Raises unless the database answers."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -236,11 +242,14 @@ def _unversioned_revision(conn: Connection) -> str | None:
     return "0001"
 
 
-def _engine(url: str) -> Engine:
+def _engine(url: str, connect_timeout_s: float) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # The service's threadpool shares the engine; SQLite serialises the writes.
         return create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-    return create_engine(url, pool_pre_ping=True)
+    # A database that is down answers within the timeout (libpq's minimum is 2 s), and a
+    # connection it dropped (a restart) is replaced before use, not failed on.
+    timeout = {"connect_timeout": max(2, math.ceil(connect_timeout_s))}
+    return create_engine(url, pool_pre_ping=True, connect_args=timeout)

@@ -33,13 +33,25 @@ def up(
             "is refused by the service and by the job drivers  [default: the current folder]",
         ),
     ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="a PostgreSQL server (postgresql://USER:PASSWORD@HOST:PORT/) for the job "
+            "store, MLflow and MLflow's users; its databases rnntune, mlflow and mlflow_auth "
+            "are created when missing  [default: SQLite files in the stack's folder]",
+        ),
+    ] = None,
 ) -> int:
     """Start Ray, MLflow and the job service on loopback; print their addresses and the token."""
     print("starting a Ray head, an MLflow server and the job service on 127.0.0.1 ...")
-    stack = start_stack(num_cpus, allow_path)
+    stack = start_stack(num_cpus, allow_path, database_url)
     print(f"job service  {stack.url}  (API docs {stack.url}/docs)")
     print(f"Ray          {stack.ray_address}  (dashboard)")
     print(f"MLflow       {stack.tracking_uri}")
+    if stack.mlflow_reader:
+        user, password = stack.mlflow_reader
+        print(f"MLflow login {user} / {password}  (read-only; jobs write as the stack's admin)")
     print(f"token        {stack.token}")
     print(f"data from    {', '.join(stack.allowed_url_prefixes)} (more with --allow-path)")
     print(f"state        {stack.dir} (stop everything with `rnntune down`)")

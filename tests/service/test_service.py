@@ -30,6 +30,7 @@ from service.stack import (
     stop,
     wait_ready,
 )
+from tests.conftest import database_url
 
 pytestmark = pytest.mark.slow
 RNNTUNE = str(Path(sys.executable).parent / "rnntune")
@@ -110,12 +111,15 @@ def allowed_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stack(ray_env, tmp_path_factory, allowed_data):
-    """`rnntune up` in a private RNNTUNE_HOME; `rnntune down` afterwards in any case."""
+def stack(ray_env, tmp_path_factory, allowed_data, postgres):
+    """`rnntune up` in a private RNNTUNE_HOME, on PostgreSQL (the job store, MLflow and its
+    users, as deployed); `rnntune down` afterwards in any case. This process's MLflow clients
+    sign in as the stack's admin."""
     home = tmp_path_factory.mktemp("rnntune-home")
     env = {**os.environ, "RNNTUNE_HOME": str(home)}
     up = subprocess.run(
-        [RNNTUNE, "up", "--num-cpus", "2", "--allow-path", str(allowed_data)],
+        [RNNTUNE, "up", "--num-cpus", "2", "--allow-path", str(allowed_data)]
+        + ["--database-url", postgres.url()],
         env=env,
         capture_output=True,
         text=True,
@@ -123,14 +127,19 @@ def stack(ray_env, tmp_path_factory, allowed_data):
     )
     assert up.returncode == 0, up.stdout + up.stderr
     os.environ["RNNTUNE_HOME"] = str(home)
+    state = load_stack()
+    os.environ.update(state.mlflow_auth.client_env())
     try:
-        yield load_stack(), env, up.stdout
+        yield state, env, up.stdout
     finally:
         subprocess.run([RNNTUNE, "down"], env=env, timeout=120)
-        os.environ.pop("RNNTUNE_HOME", None)
+        for name in ("RNNTUNE_HOME", *state.mlflow_auth.client_env()):
+            os.environ.pop(name, None)
 
 
-def _service(stack, root: Path, port: int | None = None, **settings) -> Component:
+def _service(
+    stack, root: Path, port: int | None = None, wait: bool = True, **settings
+) -> Component:
     tokens = [{"user": u, "role": r, "sha256": hash_token(t)} for u, (t, r) in TOKENS.items()]
     (root / "tokens.json").write_text(json.dumps(tokens))
     env = service_env(
@@ -140,23 +149,28 @@ def _service(stack, root: Path, port: int | None = None, **settings) -> Componen
     env["RNNTUNE_STORAGE_URL"] = str(Path(stack.dir) / "storage")
     env.update({f"RNNTUNE_{k.upper()}": str(v) for k, v in settings.items()})
     proc = start_service(root / "logs", env, port)
-    wait_ready(proc, "/healthz")
+    if wait:
+        wait_ready(proc, "/healthz")
     return proc
 
 
-@pytest.fixture(scope="module")
-def api(stack, tmp_path_factory):
-    """A service with three users and tight quotas, on the stack's Ray and MLflow."""
+LIMITS = {
+    "max_concurrent_jobs": 1,
+    "max_trials_per_job": 4,
+    "max_cpus_per_trial": 2,
+    "max_driver_gpus": 1,  # a job asking a GPU for its driver can never start on the stack
+}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def api(stack, tmp_path_factory, request):
+    """A service with three users and tight quotas, on the stack's Ray and MLflow; every test
+    using it runs with the job store on SQLite and on PostgreSQL."""
     root = tmp_path_factory.mktemp("service")
-    limits = {
-        "max_concurrent_jobs": 1,
-        "max_trials_per_job": 4,
-        "max_cpus_per_trial": 2,
-        "max_driver_gpus": 1,  # a job asking a GPU for its driver can never start on the stack
-    }
-    proc = _service(stack[0], root, **limits)
+    settings = {**LIMITS, "database_url": database_url(request.param, request, root)}
+    proc = _service(stack[0], root, **settings)
     api = Api(proc.url, proc)
-    api.root, api.limits = root, limits
+    api.root, api.settings = root, settings
     yield api
     stop(api.proc)
 
@@ -165,11 +179,80 @@ def test_up_prints_addresses_and_token(stack):
     state, _, out = stack
     assert state.token in out and state.url in out and state.tracking_uri in out
     ready = requests.get(f"{state.url}/readyz", timeout=30)
-    assert ready.status_code == 200 and ready.json() == {"ready": True, "ray": "ok", "mlflow": "ok"}
+    ready_body = {"ready": True, "database": "ok", "ray": "ok", "mlflow": "ok"}
+    assert ready.status_code == 200 and ready.json() == ready_body
     # Ray's Jobs API itself only answers with the stack's Ray token (the service sends it).
     anonymous = requests.get(f"{state.ray_address}/api/jobs/", timeout=30)
     assert anonymous.status_code == 401
     assert _ray_jobs(state).list_jobs() == []
+
+
+def _mlflow_api(state, path: str, auth=None, **body) -> requests.Response:
+    method = requests.post if body else requests.get
+    url = f"{state.tracking_uri}/api/2.0/mlflow/{path}"
+    return method(url, json=body or None, auth=auth, timeout=30)
+
+
+def test_the_stacks_mlflow_takes_writes_only_from_its_admin(stack):
+    """The stack's MLflow (on PostgreSQL here) runs the basic-auth app as deployed: anonymous
+    callers get 401; the read-only login `up` printed reads everything but cannot move an
+    alias or change the admin's experiments (403)."""
+    state, _, out = stack
+    assert state.databases["mlflow"].startswith("postgresql+psycopg://")
+    alias = {"name": "anything", "alias": "champion", "version": "1"}
+    assert _mlflow_api(state, "registered-models/alias", **alias).status_code == 401
+    assert _mlflow_api(state, "experiments/create", name="x").status_code == 401
+    reader = state.mlflow_reader
+    assert f"MLflow login {reader[0]} / {reader[1]}" in out
+    assert _mlflow_api(state, "experiments/search?max_results=5", reader).status_code == 200
+    admin = (state.mlflow_auth.username, state.mlflow_auth.password)
+    assert _mlflow_api(state, "registered-models/create", admin, name="stack-model").ok
+    made = _mlflow_api(state, "model-versions/create", admin, name="stack-model", source="s3://b/m")
+    assert made.ok, made.text
+    alias = {"name": "stack-model", "alias": "champion", "version": "1"}
+    assert _mlflow_api(state, "registered-models/alias", reader, **alias).status_code == 403
+    assert _mlflow_api(state, "registered-models/alias", admin, **alias).ok
+    exp = _mlflow_api(state, "experiments/create", admin, name="stack-admins").json()
+    rename = {"experiment_id": exp["experiment_id"], "new_name": "taken"}
+    assert _mlflow_api(state, "experiments/update", reader, **rename).status_code == 403
+
+
+def test_up_keeps_everything_in_sqlite_by_default_and_refuses_a_bad_database_url(tmp_path):
+    env = {**os.environ, "RNNTUNE_HOME": str(tmp_path)}
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        env.pop(name, None)
+    bad = subprocess.run(
+        [RNNTUNE, "up", "--database-url", "mysql://db:3306/"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--database-url: expected a PostgreSQL server" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "stack.json").exists()
+    up = subprocess.run(
+        [RNNTUNE, "up", "--num-cpus", "1", "--allow-path", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        state = json.loads((tmp_path / "stack.json").read_text())
+        assert all(url.startswith("sqlite:///") for url in state["databases"].values())
+        assert (tmp_path / "stack" / "mlflow_auth.db").exists()
+        mlflow_url = state["tracking_uri"]
+        anonymous = requests.post(
+            f"{mlflow_url}/api/2.0/mlflow/registered-models/alias",
+            json={"name": "m", "alias": "champion", "version": "1"},
+            timeout=30,
+        )
+        assert anonymous.status_code == 401
+        reader = tuple(state["mlflow_reader"])
+        search = requests.get(
+            f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=5", auth=reader, timeout=30
+        )
+        assert search.status_code == 200
+    finally:
+        down = subprocess.run(
+            [RNNTUNE, "down"], env=env, capture_output=True, text=True, timeout=120
+        )
+    assert down.returncode == 0 and "stopped" in down.stdout
 
 
 def _submit_follow(job: dict, env: dict, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -289,6 +372,89 @@ def test_quota_holds_under_concurrent_submissions_and_frees_on_cancel(api):
     assert api.call("DELETE", f"/jobs/{again.json()['id']}").json()["status"] == "STOPPED"
 
 
+@pytest.fixture(scope="module")
+def replicas(stack, tmp_path_factory, postgres):
+    """Two service processes (two uvicorn instances) started together on one PostgreSQL job
+    store (they migrate it at once: one waits for the other) and the stack's Ray."""
+    settings = {**LIMITS, "database_url": postgres.create_database("replicas")}
+    settings["submission_grace_s"] = 5
+    roots = [tmp_path_factory.mktemp(f"replica{i}") for i in range(2)]
+    procs = [_service(stack[0], root, wait=False, **settings) for root in roots]
+    try:
+        for proc in procs:
+            wait_ready(proc, "/healthz")
+        pair = [Api(proc.url, proc) for proc in procs]
+        yield pair
+    finally:
+        stop(*procs)
+
+
+def test_two_replicas_admit_exactly_one_job_per_quota_slot(replicas):
+    """12 simultaneous submissions of one owner (quota 1), spread over both replicas: exactly
+    one 201, in each of 20 rounds; the job, cancelled through the other replica, frees the slot."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    unschedulable = small_job("replica-race", resources={"driver_gpus": 1})
+    start = Barrier(12)
+
+    def post(i: int) -> requests.Response:
+        start.wait()
+        return replicas[i % 2].call("POST", "/jobs", user="bob", json=unschedulable)
+
+    with ThreadPoolExecutor(12) as pool:
+        for round_ in range(20):
+            answers = list(pool.map(post, range(12)))
+            codes = sorted(r.status_code for r in answers)
+            assert codes == [201] + [403] * 11, (round_, [r.text for r in answers])
+            won = next(i for i, r in enumerate(answers) if r.status_code == 201)
+            other = replicas[(won + 1) % 2]
+            stopped = other.call("DELETE", f"/jobs/{answers[won].json()['id']}", user="bob")
+            assert stopped.json()["status"] == "STOPPED", (round_, stopped.text)
+
+
+def test_a_job_submitted_through_one_replica_is_followed_and_stopped_through_the_other(replicas):
+    first, second = replicas
+    job_id = first.call("POST", "/jobs", user="bob", json=small_job("cross", epochs=200))
+    job_id = job_id.json()["id"]
+    assert job_id in [j["id"] for j in second.call("GET", "/jobs", user="bob").json()["items"]]
+    second.wait(job_id, lambda j: j["trials"].get("running") == 2, user="bob")
+    logs = second.call("GET", f"/jobs/{job_id}/logs", user="bob")
+    assert logs.status_code == 200 and job_id in logs.text, logs.text[-2000:]
+    assert second.call("DELETE", f"/jobs/{job_id}", user="bob").status_code == 200
+    done = first.wait(job_id, lambda j: j["status"] not in ("PENDING", "RUNNING"), 60, "bob")
+    assert done["status"] == "STOPPED" and done["outcome"] == "stopped", done
+
+
+def test_a_replica_killed_mid_request_loses_no_job(replicas):
+    """Submissions in flight when one replica is killed (SIGKILL): every job it accepted is
+    listed by the other; every job stored can be stopped there, whether Ray got it or not, and
+    frees its owner's slot."""
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    first, second = replicas
+    unschedulable = small_job("killed", resources={"driver_gpus": 1})
+    with ThreadPoolExecutor(3) as pool:
+        sent = [pool.submit(first.call, "POST", "/jobs", u, json=unschedulable) for u in TOKENS]
+        time.sleep(0.15)
+        os.kill(first.proc.pid, signal.SIGKILL)
+        accepted = {f.result().json()["id"] for f in sent if not f.exception() and f.result().ok}
+    stored = {
+        j["id"]: j["owner"]
+        for j in second.call("GET", "/jobs", user="root").json()["items"]
+        if j["name"] == "killed"
+    }
+    assert accepted <= set(stored), (accepted, stored)
+    for job_id, owner in stored.items():  # stopped, submitted to Ray or not
+        ended = second.call("DELETE", f"/jobs/{job_id}", user=owner).json()
+        assert ended["status"] == "STOPPED", ended
+    for user in TOKENS:  # every slot is free again
+        again = second.call("POST", "/jobs", user=user, json=unschedulable)
+        assert again.status_code == 201, (user, again.text)
+        assert second.call("DELETE", f"/jobs/{again.json()['id']}", user=user).ok
+
+
 def test_resources_and_ceilings_are_counted(api):
     over = [
         (small_job("ddp-wide", resources={"workers": 3, "cpus": 1}), 403, "workers x cpus"),
@@ -344,7 +510,7 @@ def test_job_and_its_following_client_survive_a_service_restart(api, stack, tmp_
     stop(api.proc)
     time.sleep(3)  # down for a while: the client's stream breaks and its retries fail
     port = int(api.url.rsplit(":", 1)[1])
-    api.proc = _service(stack[0], api.root, port=port, **api.limits)  # same store and port
+    api.proc = _service(stack[0], api.root, port=port, **api.settings)  # same store and port
     out, err = cli.communicate(timeout=300)
     assert cli.returncode == 0, out[-3000:] + err[-3000:]
     assert "reconnecting" in err and "reconnected" in err and "Traceback" not in err + out
@@ -385,7 +551,9 @@ def test_status_reads_answer_fast_and_stale_while_mlflow_is_down(api, stack):
         assert ready.json()["ray"] == "ok" and ready.json()["mlflow"].startswith("unreachable")
     finally:  # back on the same port, the same store
         port = int(mlflow.url.rsplit(":", 1)[1])
-        restarted = start_mlflow(Path(state.dir), port)
+        restarted = start_mlflow(
+            Path(state.dir), port, state.databases["mlflow"], state.mlflow_auth
+        )
         wait_ready(restarted, "/health")
         state.components = [restarted if c is mlflow else c for c in state.components]
         save_stack(state)  # `rnntune down` stops the new one

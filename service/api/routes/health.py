@@ -1,4 +1,4 @@
-"""`/healthz` (the process answers) and `/readyz` (Ray and MLflow are reachable)."""
+"""`/healthz` (the process answers) and `/readyz` (the job store, Ray and MLflow answer)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,15 @@ def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Ray or MLflow unreachable"}})
+@router.get("/readyz", responses={503: {"description": "the job store, Ray or MLflow unreachable"}})
 def readyz(settings: SettingsDep, jobs: JobsDep):
-    """Readiness: the Ray Jobs API and the MLflow tracking server both answer (each within the
-    dependency timeout); the body names the one that does not."""
-    checks = {"ray": _check(jobs, jobs.ray.ping), "mlflow": _check(jobs, _ping_mlflow, settings)}
+    """Readiness: the job store's database, the Ray Jobs API and the MLflow tracking server all
+    answer (each within the dependency timeout); the body names the one that does not."""
+    checks = {
+        "database": _check(jobs, jobs.store.ping),
+        "ray": _check(jobs, jobs.ray.ping),
+        "mlflow": _check(jobs, _ping_mlflow, settings),
+    }
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
