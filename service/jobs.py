@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import posixpath
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,6 +59,10 @@ class JobService:
     calls: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="dependency")
     )
+    # job id -> (when its last refresh started, what it found stale): reads of one job within
+    # `refresh_interval_s` share that refresh instead of each asking Ray and MLflow again
+    _refreshed: dict[str, tuple[float, str | None]] = field(default_factory=dict)
+    _refreshed_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def bounded(self, fn, *args):
         """`fn(*args)` within the settings' dependency timeout; TimeoutError if it takes longer
@@ -162,12 +167,15 @@ class JobService:
             raise JobNotFound(job_id)
         return job
 
-    def sync(self, job: Job) -> Synced:
+    def sync(self, job: Job, force: bool = False) -> Synced:
         """Status from Ray while the job is active; progress from MLflow until it is final.
 
         Both are asked at once and waited for `dependency_timeout_s` in all; either may be
         down, and the job is then answered as last known, with `stale` saying which.
         """
+        if not force and (recent := self._recent_refresh(job.id)) is not None:
+            return Synced(job, recent[1])
+
         deadline = time.monotonic() + self.settings.dependency_timeout_s
         asks_ray = job.status in ACTIVE
         # Only the service's own MLflow is ever queried: a URI from a spec is never opened here.
@@ -220,7 +228,23 @@ class JobService:
             log.warning("job %s not refreshed: %s", job.id, problem)
         if updates:
             job = self.store.update(job.id, **updates)
-        return Synced(job, "; ".join(stale) or None)
+        reason = "; ".join(stale) or None
+        with self._refreshed_lock:
+            self._refreshed[job.id] = (self._refreshed.get(job.id, (0.0, None))[0], reason)
+        return Synced(job, reason)
+
+    def _recent_refresh(self, job_id: str) -> tuple[float, str | None] | None:
+        """The job's last refresh if it started within `refresh_interval_s`; else None, and
+        this call's refresh is recorded as started now."""
+        now = time.monotonic()
+        with self._refreshed_lock:
+            last = self._refreshed.get(job_id)
+            if last is not None and now - last[0] < self.settings.refresh_interval_s:
+                return last
+            if len(self._refreshed) > 10_000:  # ended jobs' entries are never read again
+                self._refreshed.clear()
+            self._refreshed[job_id] = (now, last[1] if last else None)
+            return None
 
     def _late_progress(self, job_id: str, status: str):
         def land(future) -> None:
@@ -243,7 +267,7 @@ class JobService:
                 self.ray.stop(job.id)
             except RayJobMissing:
                 pass
-        job = self.sync(job).job
+        job = self.sync(job, force=True).job
         if job.status == PENDING:
             job = self.store.update(job.id, status=STOPPED, message="stopped before it started")
         return job

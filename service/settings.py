@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     dependency_timeout_s: float = Field(1.0, gt=0)
     """How long a request waits for Ray or MLflow before answering with what the store knows
     (marked stale)."""
+    refresh_interval_s: float = Field(1.0, ge=0)
+    """Reads of one job within this interval share one refresh from Ray and MLflow (many
+    clients following one job cost the cluster one query a second, not one each)."""
     submission_grace_s: float = Field(30.0, ge=0)
     """A PENDING job Ray has no record of is failed only once this old: until then its
     submission may still be under way (in another replica, sharing the store)."""

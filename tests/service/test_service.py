@@ -536,6 +536,7 @@ def test_status_reads_answer_fast_and_stale_while_mlflow_is_down(api, stack):
     state = stack[0]
     mlflow = next(c for c in state.components if c.name == "mlflow")
     stop(mlflow)
+    time.sleep(1.1)  # past the service's refresh interval: this read asks MLflow again
     try:
         job, took = _timed(api, f"/jobs/{job_id}")
         assert took < 2.0 and job.status_code == 200, (took, job.text)

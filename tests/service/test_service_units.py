@@ -110,3 +110,48 @@ def test_submit_sends_relative_data_paths_as_absolute(tmp_path, monkeypatch):
     broken = tmp_path / "broken.yaml"
     broken.write_text("data: [unclosed\n")
     assert submission_body(broken) == (broken.read_bytes(), "application/yaml")
+
+
+class _CountingRay:
+    """Stands in for the Ray Jobs API in a unit test: answers RUNNING, counts the questions."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def status(self, job_id: str) -> tuple[str, str]:
+        self.asked += 1
+        return "RUNNING", ""
+
+
+def test_reads_of_one_job_within_the_refresh_interval_share_one_refresh(tmp_path):
+    import threading
+
+    from service.jobs import JobService
+    from service.store import Job, JobStore
+
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    job = Job(
+        id="j", owner="a", name="n", spec={}, metric="val_acc", mode="max",
+        tracking_uri="elsewhere", experiment="e", status="PENDING", trials={},
+    )  # fmt: skip
+    store.add(job)
+    ray = _CountingRay()
+    service = JobService(Settings(refresh_interval_s=60), store, ray)
+    start = threading.Barrier(16)
+    answers = []
+
+    def read() -> None:
+        start.wait()
+        answers.append(service.sync(store.get("j")))
+
+    threads = [threading.Thread(target=read) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert ray.asked == 1 and len(answers) == 16
+    assert service.sync(store.get("j"), force=True).job.status == "RUNNING" and ray.asked == 2
+    service.settings = Settings(refresh_interval_s=0)
+    service.sync(store.get("j"))
+    assert ray.asked == 3
+    store.close()
