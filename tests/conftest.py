@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny specs and the repository paths tests need."""
+"""Shared fixtures (servers, Ray, data); helpers the tests import live in tests/support/."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.stack import free_port  # noqa: F401 - re-exported for the tests
-
-ROOT = Path(__file__).resolve().parents[1]
-SHAKESPEARE = ROOT / "tests" / "fixtures" / "shakespeare_excerpt.txt"  # in the repository
+from service.stack import free_port
+from tests.support.postgres import new_database
+from tests.support.processes import start_mlflow_server, stop_process, wait_http
 
 # Tests are sized for 2 cores; keep torch from oversubscribing them.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -31,37 +30,6 @@ def tiny_text(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.txt"
     path.write_text("\n".join(lines))
     return path
-
-
-def wait_http(url: str, timeout: float = 60.0, proc=None) -> None:
-    import time
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(
-                f"{proc.args[0]} exited with {proc.returncode} before {url} answered"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
-
-
-def stop_process(proc, timeout: float = 15.0) -> None:
-    import signal
-    import subprocess
-
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -89,20 +57,6 @@ def ray_local(ray_env):
     ray.shutdown()
 
 
-def start_mlflow_server(root: Path, port: int):
-    """A real `mlflow server` on SQLite under `root` with proxied artifacts, on a loopback port,
-    answering; started again on the same root and port, it serves the same runs."""
-    from service.stack import start_mlflow, stop, wait_ready
-
-    server = start_mlflow(root, port)
-    try:
-        wait_ready(server, "/health", timeout=90)
-    except BaseException:
-        stop(server)
-        raise
-    return server
-
-
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on SQLite with proxied artifacts, on a free loopback port."""
@@ -127,19 +81,10 @@ def postgres():
         server.remove()
 
 
-def database_url(kind: str, request: pytest.FixtureRequest, folder: Path) -> str:
-    """A new, empty job-store database of `kind` ("sqlite" or "postgres")."""
-    import uuid
-
-    if kind == "sqlite":
-        return f"sqlite:///{folder / f'jobs-{uuid.uuid4().hex[:8]}.db'}"
-    return request.getfixturevalue("postgres").create_database(f"jobs_{uuid.uuid4().hex[:12]}")
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def store_url(request, tmp_path) -> str:
     """Each store test runs on both databases (`pytest -k postgres` selects PostgreSQL's)."""
-    return database_url(request.param, request, tmp_path)
+    return new_database(request.param, request, tmp_path)
 
 
 @pytest.fixture

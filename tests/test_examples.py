@@ -8,7 +8,7 @@ import pytest
 
 from lightning_modules.config import TrainSpec
 from lightning_modules.training import train
-from tests.conftest import ROOT, SHAKESPEARE
+from tests.support.paths import ROOT, SHAKESPEARE
 from tune.spec import load_job_spec
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

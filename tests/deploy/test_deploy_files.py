@@ -16,7 +16,7 @@ from dockerfile_parse import DockerfileParser
 
 from deploy.entrypoint import command
 from service.settings import Settings
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 K8S = sorted((ROOT / "deploy" / "k8s").glob("*.yaml"))
 IMAGE_REPO = "rnntune"

@@ -15,7 +15,8 @@ import yaml
 from deploy.entrypoint import auth_config, command
 from deploy.mlflow_users import create_user
 from service.stack import free_port
-from tests.conftest import ROOT, stop_process, wait_http
+from tests.support.paths import ROOT
+from tests.support.processes import stop_process, wait_http
 
 pytestmark = pytest.mark.slow
 ADMIN = ("rnntune-admin", "admin-pw-for-tests")

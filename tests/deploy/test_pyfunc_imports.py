@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.service.test_imports import loaded_after
+from tests.support.imports import loaded_after
 
 TRAINING_STACK = ("pytorch_lightning", "lightning_fabric", "torchmetrics", "ray", "optuna")
 

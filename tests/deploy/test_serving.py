@@ -305,7 +305,7 @@ def test_both_servers_answer_alike_for_a_cross_validated_champion(
 ):
     """User data small enough for 5 folds: the champion is the fold ensemble, or its refit;
     `rnntune serve` and `mlflow models serve` give the same labels and probabilities."""
-    from tests.sequence_files import sensor_sequences, write_parquet
+    from tests.support.sequence_data import sensor_sequences, write_parquet
 
     xs, labels, _ = sensor_sequences(n=80, seed=6)
     url = write_parquet(tmp_path / "d.parquet", xs, labels)

@@ -14,7 +14,7 @@ from lightning_modules.data import build_data, build_datamodule
 from lightning_modules.data.base import FoldBatches, FoldEval, Split, train_size
 from lightning_modules.models import FoldEnsemble
 from lightning_modules.training import data_info, load_module, train
-from tests.sequence_files import sensor_sequences, write_parquet
+from tests.support.sequence_data import sensor_sequences, write_parquet
 
 
 def _indexed_split(n: int) -> Split:

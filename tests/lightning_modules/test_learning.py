@@ -6,7 +6,7 @@ import pytest
 
 from lightning_modules.config import TrainSpec, load_train_spec
 from lightning_modules.training import train
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,14 @@ from lightning_modules.config import SequencesData, TrainSpec
 from lightning_modules.data import build_data, build_datamodule
 from lightning_modules.data.sequence_files import DataFileError
 from lightning_modules.training import data_info, load_module, train
-from tests.conftest import ROOT
-from tests.sequence_files import CLASSES, sensor_sequences, write_csv, write_npz, write_parquet
+from tests.support.paths import ROOT
+from tests.support.sequence_data import (
+    CLASSES,
+    sensor_sequences,
+    write_csv,
+    write_npz,
+    write_parquet,
+)
 
 
 def cfg(url, **kw) -> SequencesData:

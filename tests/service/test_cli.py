@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 # No job service, MLflow server or local stack of other tests: each command finds only what
 # its own test made.

@@ -188,3 +188,11 @@ def test_job_progress_ignores_other_jobs_runs(uri, client, experiment):
     assert progress.parent_run_id == parent
     assert progress.trials[O.COMPLETED] == 1 and progress.trials[O.ERROR] == 0
     assert progress.best_metric == pytest.approx(0.3)
+
+
+def test_service_counts_trials_by_their_end_tag():
+    assert trial_state("RUNNING", {}) == "running"
+    assert trial_state("FINISHED", {O.TRIAL_END_TAG: "early_stopped"}) == "early_stopped"
+    assert trial_state("FAILED", {O.TRIAL_END_TAG: "diverged"}) == "diverged"
+    assert trial_state("FAILED", {}) == "error"  # a run from before end tags existed
+    assert trial_state("KILLED", {}) == "interrupted"

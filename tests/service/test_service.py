@@ -30,7 +30,7 @@ from service.stack import (
     stop,
     wait_ready,
 )
-from tests.conftest import database_url
+from tests.support.postgres import new_database
 
 pytestmark = pytest.mark.slow
 RNNTUNE = str(Path(sys.executable).parent / "rnntune")
@@ -167,7 +167,7 @@ def api(stack, tmp_path_factory, request):
     """A service with three users and tight quotas, on the stack's Ray and MLflow; every test
     using it runs with the job store on SQLite and on PostgreSQL."""
     root = tmp_path_factory.mktemp("service")
-    settings = {**LIMITS, "database_url": database_url(request.param, request, root)}
+    settings = {**LIMITS, "database_url": new_database(request.param, request, root)}
     proc = _service(stack[0], root, **settings)
     api = Api(proc.url, proc)
     api.root, api.settings = root, settings
@@ -296,7 +296,7 @@ def test_user_data_job_through_the_service(stack, tmp_path, allowed_data):
     """A job on the user's own Parquet file, submitted like any other, serves their labels."""
     import mlflow
 
-    from tests.sequence_files import CLASSES, sensor_sequences, write_parquet
+    from tests.support.sequence_data import CLASSES, sensor_sequences, write_parquet
 
     state, env, _ = stack
     xs, labels, _ = sensor_sequences(n=200, seed=2)

@@ -10,7 +10,7 @@ import pytest
 from service.auth import DEV_TOKEN, AuthConfigError, TokenTable, hash_token, load_tokens
 from service.ray_jobs import entrypoint
 from service.settings import Settings
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 
 def _entry(user: str, token: str, role: str = "user") -> dict:

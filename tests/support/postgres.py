@@ -149,3 +149,12 @@ def wait_for(url: str, timeout: float = 30) -> None:
                 time.sleep(0.2)
     finally:
         engine.dispose()
+
+
+def new_database(kind: str, request, folder: Path) -> str:
+    """A new, empty job-store database of `kind` ("sqlite" or "postgres")."""
+    import uuid
+
+    if kind == "sqlite":
+        return f"sqlite:///{folder / f'jobs-{uuid.uuid4().hex[:8]}.db'}"
+    return request.getfixturevalue("postgres").create_database(f"jobs_{uuid.uuid4().hex[:12]}")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 PROBE = """
 import ray  # imported first, as every real caller does, before the variable is set

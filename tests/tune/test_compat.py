@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune as ray_tune
 from ray.tune.experiment import Trial
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 from tune import compat
 
 PRIVATE = re.compile(

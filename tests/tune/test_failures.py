@@ -24,7 +24,7 @@ from lightning_modules.config import TrainSpec
 from lightning_modules.training import train
 from service.cli import main
 from service.stack import free_port, stop
-from tests.conftest import start_mlflow_server
+from tests.support.processes import start_mlflow_server
 from tune import outcome as O
 from tune.registry import CHALLENGER, CHAMPION, register_best
 from tune.spec import parse_job_spec

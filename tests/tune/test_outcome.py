@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from service.progress import trial_state
 from tune import outcome as O
 
 RAY_ERROR = """Failure # 1 (occurred at 2026-12-03_07-20-11)
@@ -47,11 +46,3 @@ def test_outcome_counts_ends_and_takes_the_first_failed_trials_cause():
     assert ok.kind == O.SUCCEEDED and not ok.cause
     stopped = O.decide({"a": ends["a"]}, usable=True, stopped=True)
     assert stopped.kind == O.STOPPED and O.PARENT_STATUS[stopped.kind] == "KILLED"
-
-
-def test_service_counts_trials_by_their_end_tag():
-    assert trial_state("RUNNING", {}) == "running"
-    assert trial_state("FINISHED", {O.TRIAL_END_TAG: "early_stopped"}) == "early_stopped"
-    assert trial_state("FAILED", {O.TRIAL_END_TAG: "diverged"}) == "diverged"
-    assert trial_state("FAILED", {}) == "error"  # a run from before end tags existed
-    assert trial_state("KILLED", {}) == "interrupted"

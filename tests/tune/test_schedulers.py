@@ -18,7 +18,7 @@ from ray.tune.schedulers import (
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.sample import Categorical, Float, Integer
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 from tune import schedulers as S
 from tune.spec import Choice, Grid, LogUniform, RandInt, Uniform, load_job_spec, parse_job_spec
 

@@ -13,7 +13,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 from tune.driver import run_job
 from tune.outcome import PARENT_TAG, TRIAL_TAG
 from tune.spec import parse_job_spec

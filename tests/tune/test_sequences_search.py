@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from lightning_modules.data.sequence_files import DataFileError
-from tests.sequence_files import CLASSES, sensor_sequences, write_parquet
+from tests.support.sequence_data import CLASSES, sensor_sequences, write_parquet
 from tune.driver import run_job
 from tune.outcome import TRIAL_END_TAG
 from tune.spec import parse_job_spec

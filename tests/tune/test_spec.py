@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lightning_modules.config import SpecError
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 from tune.spec import Choice, JobSpec, LogUniform, grid_size, load_job_spec, parse_job_spec
 
 BASE = {"name": "t", "data": {"name": "digits"}}

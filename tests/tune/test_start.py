@@ -7,8 +7,8 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import ROOT
-from tests.sequence_files import sensor_sequences, write_parquet
+from tests.support.paths import ROOT
+from tests.support.sequence_data import sensor_sequences, write_parquet
 
 
 def test_driver_and_data_check_import_no_torch(tmp_path):

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 from tune.tracking import PARENT_TAG
 from tune.trials import NODE_ID
 

@@ -16,7 +16,7 @@ import yaml
 
 from service.auth import hash_token
 from service.stack import service_env, start_service, stop, wait_ready
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 from tune.policy import Policy, PolicyViolation
 from tune.spec import parse_job_spec
 
