@@ -49,7 +49,7 @@ from tune_harness import (
 )
 
 from tune.spec import JobSpec, parse_job_spec
-from tune.tracking import MlflowTrialLogger
+from tune.trial_logger import MlflowTrialLogger
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOAL_RATIO = 0.4

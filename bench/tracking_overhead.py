@@ -1,6 +1,6 @@
 """What MLflow trial tracking costs a search: the same Ray Tune job with and without child runs.
 
-Our per-trial tracking is a driver-side Tune callback (`tune.tracking.MlflowTrialLogger`): a
+Our per-trial tracking is a driver-side Tune callback (`tune.trial_logger.MlflowTrialLogger`): a
 child run per trial (created synchronously at trial start, with its parameters), each epoch's
 reported metrics sent with `log_batch(..., synchronous=False)`, and the run ended at trial end.
 So its cost does not show inside a trial: it is driver CPU taken from the trials on the same
@@ -65,8 +65,9 @@ from tune_harness import (
 )
 
 from tune.driver import JobSummary
+from tune.outcome import PARENT_TAG
 from tune.spec import JobSpec, parse_job_spec
-from tune.tracking import PARENT_TAG, MlflowTrialLogger
+from tune.trial_logger import MlflowTrialLogger
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOAL_RATIO = 1.03

@@ -25,11 +25,13 @@ from ray.tune.utils.util import warn_if_slow
 
 from tune import outcome as O
 from tune import report, schedulers
+from tune.backfill import backfill
 from tune.cluster import ensure_ray
 from tune.compat import set_restored_callbacks
 from tune.console import LiveView
 from tune.final import refit
 from tune.importance import Importance, importances, log_importance
+from tune.parent_run import dataset_input, existing_trial_runs, open_parent_run
 from tune.policy import Policy
 from tune.protocol import adapt, read_plan, search_time_budget
 from tune.registry import Lineage, Registration, claim_model_name, job_user, register_best
@@ -43,14 +45,8 @@ from tune.spec import (
 )
 from tune.system_metrics import start_system_metrics
 from tune.timing import JobClock, Timing, log_timing
-from tune.tracking import (
-    MlflowTrialLogger,
-    dataset_input,
-    existing_trial_runs,
-    open_parent_run,
-    open_ui_hint,
-    setup_tracking,
-)
+from tune.tracking import open_ui_hint, setup_tracking
+from tune.trial_logger import MlflowTrialLogger
 from tune.trials import (
     CHECKPOINT_FILE,
     TRAIN_PLACEMENT_GROUP,
@@ -354,7 +350,9 @@ def run_job(
                 callback.close_unfinished(stopped_by="time budget", end=O.BUDGET_STOPPED)
             else:
                 callback.close_unfinished()
-        if resume and (n := callback.backfill(results)):  # what the killed driver never sent
+        if resume and (
+            n := backfill(callback.client, callback.runs, spec, results)
+        ):  # what the killed driver never sent
             print(f"rnntune: logged {n} metric points the interrupted driver had not sent")
         lost = callback.writer.lost + len(callback.writer.parked)
         summary = _finish(

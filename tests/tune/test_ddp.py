@@ -17,9 +17,9 @@ from lightning_modules.data import build_data
 from lightning_modules.data.base import TensorBatches
 from lightning_modules.training import load_module
 from tune.driver import run_job
+from tune.outcome import PARENT_TAG
 from tune.schedulers import concurrency_limit, search_algorithm, trial_resources
 from tune.spec import parse_job_spec
-from tune.tracking import PARENT_TAG
 from tune.trials import CHECKPOINT_FILE, WORLD_SIZE
 
 MODEL_NAME = "ddp-test-model"

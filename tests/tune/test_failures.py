@@ -26,9 +26,9 @@ from service.cli import main
 from service.stack import free_port, stop
 from tests.support.processes import start_mlflow_server
 from tune import outcome as O
+from tune.outcome import JOB_TAG, PARENT_TAG
 from tune.registry import CHALLENGER, CHAMPION, register_best
 from tune.spec import parse_job_spec
-from tune.tracking import JOB_TAG, PARENT_TAG
 
 pytestmark = pytest.mark.slow
 

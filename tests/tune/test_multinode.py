@@ -20,7 +20,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.support.paths import ROOT
-from tune.tracking import PARENT_TAG
+from tune.outcome import PARENT_TAG
 from tune.trials import NODE_ID
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -11,8 +11,8 @@ from mlflow.tracking import MlflowClient
 
 from lightning_modules.data import build_data
 from tune.driver import run_job
+from tune.outcome import JOB_TAG, PARENT_TAG
 from tune.spec import parse_job_spec
-from tune.tracking import JOB_TAG, PARENT_TAG
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,8 @@ from mlflow.tracking import MlflowClient
 from lightning_modules.data.sequence_files import DataFileError
 from tests.support.sequence_data import CLASSES, sensor_sequences, write_parquet
 from tune.driver import run_job
-from tune.outcome import TRIAL_END_TAG
+from tune.outcome import PARENT_TAG, TRIAL_END_TAG
 from tune.spec import parse_job_spec
-from tune.tracking import PARENT_TAG
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,9 @@ from ray.tune.experiment import Trial
 from sqlalchemy.exc import OperationalError
 
 from service.stack import free_port
-from tune import tracking as tracking_module
+from tune import trial_logger as trial_logger_module
 from tune import writer as writer_module
+from tune.parent_run import TrialRuns, open_parent_run
 from tune.spec import parse_job_spec
 from tune.system_metrics import (
     INTERVAL_ENV,
@@ -23,7 +24,8 @@ from tune.system_metrics import (
     SystemMetrics,
     start_system_metrics,
 )
-from tune.tracking import MlflowTrialLogger, TrialRuns, open_parent_run, setup_tracking
+from tune.tracking import setup_tracking
+from tune.trial_logger import MlflowTrialLogger
 from tune.writer import OrderedWriter, transient
 
 
@@ -81,7 +83,7 @@ def test_a_trial_that_stops_reporting_has_its_buffer_sent(store, monkeypatch):
     _wait(logger)
     run_id = logger.runs[trial.trial_id]
     assert _steps(client, run_id) == [1]
-    monkeypatch.setattr(tracking_module, "FLUSH_EVERY_S", 0.0)  # as if FLUSH_EVERY_S had passed
+    monkeypatch.setattr(trial_logger_module, "FLUSH_EVERY_S", 0.0)  # as if FLUSH_EVERY_S had passed
     logger.on_step_end(1, [trial])
     _wait(logger)
     assert _steps(client, run_id) == [1, 2]
