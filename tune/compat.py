@@ -7,6 +7,7 @@ search failing far from the cause.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -139,3 +140,26 @@ def sqlalchemy_engine(client: MlflowClient) -> Any:
     if engine is None:
         raise _moved("SqlAlchemyStore.engine")
     return engine
+
+
+def framework_settings(verbose: bool) -> None:
+    """What rnntune sets framework-wide for a job's driver, in one place: environment defaults
+    Ray and MLflow read, and Tune's slow-step warning threshold (a public module's global)."""
+    from ray.tune.utils.util import warn_if_slow
+
+    # MLflow's client retries a request for ~2 min by default, and the driver's calls before
+    # and after the search have no outage to ride out; the trial logger's writer retries its
+    # own writes for as long as an outage lasts (RNNTUNE_TRACKING_OUTAGE_S).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    # Tune warns, every few seconds of a busy search, that forced state snapshots (one per
+    # checkpoint beyond keep-best-K) "may become a bottleneck": nothing a user can act on.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the summary has it
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Tune's new output engine prints its header even when told to be silent: the old one, at
+    # verbosity 0, prints nothing (the live view speaks); --verbose gets the new one's tables.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if verbose else "0"
+    if not verbose and "TUNE_WARN_THRESHOLD_S" not in os.environ:
+        # Tune warns when one of its own steps took over 0.5 s ("may be a performance
+        # bottleneck"): on a busy 2-core machine, a late answer from Ray's GCS. Nothing to act on.
+        warn_if_slow.DEFAULT_THRESHOLD = max(warn_if_slow.DEFAULT_THRESHOLD, 10.0)

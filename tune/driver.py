@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import tempfile
 import threading
@@ -21,13 +20,12 @@ import pyarrow.fs
 import ray
 from mlflow.tracking import MlflowClient
 from ray import tune as ray_tune
-from ray.tune.utils.util import warn_if_slow
 
 from tune import outcome as O
 from tune import report, schedulers
 from tune.backfill import backfill
 from tune.cluster import ensure_ray
-from tune.compat import set_restored_callbacks
+from tune.compat import framework_settings, set_restored_callbacks
 from tune.console import LiveView
 from tune.final import refit
 from tune.importance import Importance, importances, log_importance
@@ -275,22 +273,7 @@ def run_job(
     clock.phases["imports"] = clock.elapsed()  # the process's start to here
     job_id = job_id or new_job_id(spec)
     spec = with_absolute_data_paths(spec)
-    # MLflow's client retries a request for ~2 min by default, and the driver's calls before
-    # and after the search have no outage to ride out; the trial logger's writer retries its
-    # own writes for as long as an outage lasts (RNNTUNE_TRACKING_OUTAGE_S).
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
-    # Tune warns, every few seconds of a busy search, that forced state snapshots (one per
-    # checkpoint beyond keep-best-K) "may become a bottleneck": nothing a user can act on.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the summary has it
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # Tune's new output engine prints its header even when told to be silent: the old one, at
-    # verbosity 0, prints nothing (the live view speaks); --verbose gets the new one's tables.
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if verbose else "0"
-    if not verbose and "TUNE_WARN_THRESHOLD_S" not in os.environ:
-        # Tune warns when one of its own steps took over 0.5 s ("may be a performance
-        # bottleneck"): on a busy 2-core machine, a late answer from Ray's GCS. Nothing to act on.
-        warn_if_slow.DEFAULT_THRESHOLD = max(warn_if_slow.DEFAULT_THRESHOLD, 10.0)
+    framework_settings(verbose)
     policy = Policy.configured()
     if policy is not None:  # on a cluster: whatever the spec came through, before touching it
         policy.check(spec, on_cluster=True)

@@ -34,6 +34,49 @@ def test_private_framework_access_only_in_compat():
     )
 
 
+FRAMEWORKS = ("ray", "mlflow", "optuna", "pytorch_lightning", "lightning_fabric", "torch")
+
+
+def _framework_global_writes(source: str) -> list[int]:
+    """Lines assigning an attribute of something imported from a framework (`warn_if_slow.
+    DEFAULT_THRESHOLD = ...`, `ray_constants.FLAG = ...`): a global every user of it shares."""
+    import ast
+
+    tree = ast.parse(source)
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in FRAMEWORKS:
+            imported |= {a.asname or a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] in FRAMEWORKS:
+                    imported.add(a.asname or a.name.split(".")[0])
+    lines = []
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        targets += [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign) else []
+        for target in targets:
+            root = target
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if target is not root and isinstance(root, ast.Name) and root.id in imported:
+                lines.append(target.lineno)
+    return lines
+
+
+def test_framework_globals_are_set_only_in_compat():
+    offenders = []
+    for package in ("lightning_modules", "tune", "service", "deploy"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path == ROOT / "tune" / "compat.py":
+                continue
+            for n in _framework_global_writes(path.read_text()):
+                offenders.append(f"{path.relative_to(ROOT)}:{n}")
+    assert not offenders, "framework-wide settings outside tune/compat.py:\n" + "\n".join(offenders)
+    caught = "from ray.tune.utils.util import warn_if_slow\nwarn_if_slow.DEFAULT_THRESHOLD = 10\n"
+    assert _framework_global_writes(caught) == [2]  # the check itself can fail
+
+
 def test_ray_loopback_flag_is_settable(monkeypatch):
     from ray._private import ray_constants
 
