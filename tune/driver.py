@@ -534,20 +534,31 @@ def _importance(spec: JobSpec, results, client: MlflowClient, parent: str, folde
     return found
 
 
+def _counts(s: JobSummary, sep: str) -> str:
+    return ", ".join(f"{v} {k.replace('_', sep)}" for k, v in s.trial_states.items())
+
+
+def _best_config(s: JobSummary) -> str:
+    return ", ".join(f"{k}={report.short(v, 4)}" for k, v in s.best_config.items())
+
+
+def _registered(r, name: str) -> tuple[str, str]:
+    """(what was registered, the champion verdict) as both renderings of a summary say it."""
+    what = f"{name} v{r.version} ({r.test_metric} {r.test_value:.4f})"
+    verdict = "promoted to champion" if r.promoted else "champion unchanged"
+    return what, f"{verdict}: {r.reason}"
+
+
 def describe(s: JobSummary) -> str:
-    """The parent run's description (Markdown): trials, the best one, the model, what mattered."""
-    counts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in s.trial_states.items())
-    lines = [f"**{s.trials} trials** ({counts}); {s.outcome.line().removeprefix('outcome: ')}."]
+    """The parent run's description (Markdown): trials, the best one, the model, what mattered;
+    the same facts as the console's `format_summary`."""
+    outcome = s.outcome.line().removeprefix("outcome: ")
+    lines = [f"**{s.trials} trials** ({_counts(s, ' ')}); {outcome}."]
     if s.best_metric is not None:
-        config = ", ".join(f"{k}={report.short(v, 4)}" for k, v in s.best_config.items())
-        lines.append(f"**Best {s.metric}**: {s.best_metric:.4f} ({config}).")
+        lines.append(f"**Best {s.metric}**: {s.best_metric:.4f} ({_best_config(s)}).")
     if s.registration:
-        r = s.registration
-        verdict = "promoted to champion" if r.promoted else "champion unchanged"
-        lines.append(
-            f"**Registered** `{r.model_name}` v{r.version} ({r.test_metric} {r.test_value:.4f}):"
-            f" {verdict}: {r.reason}."
-        )
+        what, verdict = _registered(s.registration, f"`{s.registration.model_name}`")
+        lines.append(f"**Registered** {what}: {verdict}.")
     if s.importance:
         what, shares = s.importance.line().split(": ", 1)
         lines.append(f"**{what[0].upper()}{what[1:]}**: {shares}.")
@@ -568,19 +579,14 @@ def load_stored_spec(storage_url: str, job_id: str) -> JobSpec:
 
 
 def format_summary(s: JobSummary) -> str:
-    counts = ", ".join(f"{v} {k.replace('_', '-')}" for k, v in s.trial_states.items())
-    lines = [f"\njob {s.job_id}: {O.trials_text(s.trials)} ({counts})"]
+    lines = [f"\njob {s.job_id}: {O.trials_text(s.trials)} ({_counts(s, '-')})"]
     if s.cell_table:
         lines += ["best trial per cell type:", s.cell_table]
     if s.best_metric is not None:
-        config = ", ".join(f"{k}={report.short(v, 4)}" for k, v in s.best_config.items())
-        lines.append(f"best {s.metric}: {s.best_metric:.4f} with {config}")
-    r = s.registration
-    if r:
-        verdict = "promoted to champion" if r.promoted else "champion unchanged"
-        lines.append(
-            f"registered {r.model_name} v{r.version} ({r.test_metric} {r.test_value:.4f}) as challenger; {verdict}: {r.reason}"
-        )
+        lines.append(f"best {s.metric}: {s.best_metric:.4f} with {_best_config(s)}")
+    if s.registration:
+        what, verdict = _registered(s.registration, s.registration.model_name)
+        lines.append(f"registered {what} as challenger; {verdict}")
     for e in s.errors[:5]:
         lines.append(f"failed trial: {e}")
     for p in s.passed_over[:5]:

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from tune import outcome as O
 from tune.outcome import JOB_TAG, PARENT_TAG, TRIAL_TAG
-from tune.registry import job_user
+from tune.registry import data_source, job_user
 from tune.spec import JobSpec
 from tune.tracking import Tracking
 
@@ -33,7 +33,7 @@ def dataset_input(spec: JobSpec) -> DatasetInput:
         profile = {"num_rows": d.rows, "files": d.files, "bytes": d.bytes, "format": d.format}
     else:
         options = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
-        source = getattr(cfg, "url", None) or f"package://{cfg.name}"
+        source = data_source(cfg)
         digest = hashlib.sha256(options.encode()).hexdigest()[:16]
         schema, profile = {}, {"options": cfg.model_dump(mode="json")}
     dataset = Dataset(

@@ -145,10 +145,14 @@ def champion_decision(
     )
 
 
+def data_source(data) -> str:
+    """Where a job's data came from: its URL, or the package that generates it (the MLflow
+    dataset input of the parent run and the registered model's lineage say the same)."""
+    return getattr(data, "url", None) or f"package://{data.name}"
+
+
 def _data_source(trial_spec):
-    """Where the data came from: its URL, or the package that generates it."""
-    url = getattr(trial_spec.data, "url", None)
-    return HTTPDatasetSource(url or f"package://{trial_spec.data.name}")
+    return HTTPDatasetSource(data_source(trial_spec.data))
 
 
 def _example_and_signature(module, data, task: str):
