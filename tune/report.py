@@ -21,7 +21,6 @@ class TrialRow:
     bidirectional: bool
     best: float
     epochs: int
-    time_s: float
     mean_epoch_s: float
     status: str
     curve: list[float]
@@ -116,7 +115,6 @@ def trial_rows(spec: JobSpec, results, ends: dict | None = None) -> list[TrialRo
                 bidirectional=t.model.bidirectional,
                 best=best,
                 epochs=len(curve),
-                time_s=float(df["epoch_time_s"].sum()) if "epoch_time_s" in df else math.nan,
                 mean_epoch_s=float(epoch_s),
                 status=status,
                 curve=curve,
@@ -136,21 +134,34 @@ def best_per_cell(rows: list[TrialRow], mode: str) -> dict[str, TrialRow]:
     return out
 
 
-def cell_table(rows: list[TrialRow], metric: str, mode: str) -> str:
-    """Markdown table: per cell type, best metric, its config, mean epoch time, trials."""
-    lines = [
-        f"| cell_type | best {metric} | layers | hidden | grad_clip | epochs | mean epoch s | trials |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+def best_table(rows: list[TrialRow], metric: str, mode: str) -> list[list[str]]:
+    """The best trial of each cell type, one row each after a header: its metric, its values of
+    every other searched parameter (the columns follow the search), its epochs, the cell
+    type's mean epoch time and trial count. Rendered by `cell_table` and `summary_text`."""
+    searched = sorted({k for r in rows for k in r.params} - {"cell_type"}, key=str)
+    table = [["cell_type", f"best {metric}", *searched, "epochs", "mean epoch s", "trials"]]
     for cell, best in sorted(best_per_cell(rows, mode).items()):
         same = [r for r in rows if r.cell_type == cell]
         mean_epoch = sum(r.mean_epoch_s for r in same) / len(same)
-        clip = f"{best.grad_clip:.3g}" if best.grad_clip else "-"
-        lines.append(
-            f"| {cell} | {best.best:.4f} | {best.num_layers} | {best.hidden_size} | {clip} | "
-            f"{best.epochs} | {mean_epoch:.2f} | {len(same)} |"
+        values = [short(_value(best, k)) for k in searched]
+        table.append(
+            [
+                cell,
+                f"{best.best:.4f}",
+                *values,
+                str(best.epochs),
+                f"{mean_epoch:.2f}",
+                str(len(same)),
+            ]
         )
-    return "\n".join(lines)
+    return table
+
+
+def cell_table(rows: list[TrialRow], metric: str, mode: str) -> str:
+    """`best_table` in Markdown (the parent run's artifact)."""
+    header, *body = best_table(rows, metric, mode)
+    lines = [header, ["---"] * len(header), *body]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
 def _is_categorical(dist, values: list) -> bool:
@@ -272,12 +283,13 @@ def short(value, digits: int = 3) -> str:
 
 
 def summary_text(rows: list[TrialRow], metric: str, mode: str) -> str:
-    lines = [
-        f"{'cell_type':<9} {'layers':>6} {'hidden':>6} {'clip':>7} {metric:>9} {'epochs':>6} {'time_s':>7}"
-    ]
-    for cell, r in sorted(best_per_cell(rows, mode).items()):
-        clip = f"{r.grad_clip:.3g}" if r.grad_clip else "-"
-        lines.append(
-            f"{cell:<9} {r.num_layers:>6} {r.hidden_size:>6} {clip:>7} {r.best:>9.4f} {r.epochs:>6} {r.time_s:>7.1f}"
+    """`best_table` as aligned text (the console's summary)."""
+    table = best_table(rows, metric, mode)
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return "\n".join(
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
         )
-    return "\n".join(lines)
+        for row in table
+    ).rstrip()

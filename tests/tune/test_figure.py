@@ -51,7 +51,7 @@ def test_figure_has_a_panel_per_searched_parameter_and_marks_early_stops(tmp_pat
         end = "early_stopped" if i % 2 else "completed"
         rows.append(
             TrialRow(f"t_{i:05d}", params["cell_type"], params["num_layers"],
-                     params["hidden_size"], None, False, max(curve), len(curve), 1.0, 0.2, "ok",
+                     params["hidden_size"], None, False, max(curve), len(curve), 0.2, "ok",
                      curve, params, end)
         )  # fmt: skip
     figures = []

@@ -105,3 +105,27 @@ def test_the_console_summary_and_the_run_description_say_the_same_facts():
         assert "promoted to champion: test_acc 0.9841 beats champion v2 (0.9730)" in text
     assert "registered vowels v3 (test_acc 0.9841) as challenger; promoted" in console
     assert "**Registered** `vowels` v3" in markdown and "3 completed, 1 early-stopped" in console
+
+
+def test_the_best_per_cell_table_has_a_column_per_searched_parameter():
+    from tune.report import TrialRow, cell_table, summary_text
+
+    def row(trial, cell, best, **params):
+        return TrialRow(
+            trial, cell, 1, 32, None, False, best, 10, 0.3, "ok", [],
+            {"cell_type": cell, **params},
+        )  # fmt: skip
+
+    rows = [
+        row("a", "gru", 0.91, patch=2, lr=0.00312),
+        row("b", "lstm", 0.95, patch=4, lr=0.001),
+        row("c", "gru", 0.93, patch=8, lr=0.01),
+    ]
+    markdown = cell_table(rows, "val_acc", "max").splitlines()
+    assert (
+        markdown[0] == "| cell_type | best val_acc | lr | patch | epochs | mean epoch s | trials |"
+    )
+    assert markdown[2] == "| gru | 0.9300 | 0.01 | 8 | 10 | 0.30 | 2 |"
+    text = summary_text(rows, "val_acc", "max").splitlines()
+    assert text[0].split()[:6] == ["cell_type", "best", "val_acc", "lr", "patch", "epochs"]
+    assert text[2].split() == ["lstm", "0.9500", "0.001", "4", "10", "0.30", "1"]
