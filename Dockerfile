@@ -16,9 +16,9 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 # Dependencies first: this layer is rebuilt only when the pins change, not on every source edit.
 COPY pyproject.toml constraints.txt ./
-COPY deploy/requirements.py deploy/requirements.py
+COPY deploy/bundle/requirements.py deploy/bundle/requirements.py
 RUN pip install --index-url "${TORCH_INDEX}" torch==2.13.0 \
- && python deploy/requirements.py --extra cluster > /tmp/requirements.txt \
+ && python deploy/bundle/requirements.py --extra cluster > /tmp/requirements.txt \
  && pip install -c constraints.txt -r /tmp/requirements.txt
 COPY lightning_modules/ lightning_modules/
 COPY tune/ tune/
@@ -39,6 +39,6 @@ USER 10001
 # service / model server 8000, MLflow 5000, Ray GCS 6379, Ray dashboard + Jobs API 8265
 EXPOSE 8000 5000 6379 8265
 HEALTHCHECK --interval=30s --timeout=10s --start-period=90s --retries=3 \
-    CMD ["python", "-m", "deploy.healthcheck"]
-ENTRYPOINT ["python", "-m", "deploy.entrypoint"]
+    CMD ["python", "-m", "deploy.serving.healthcheck"]
+ENTRYPOINT ["python", "-m", "deploy.serving.entrypoint"]
 CMD ["service"]

@@ -1,4 +1,3 @@
-"""How a trained model leaves training: the serving bundle (`pyfunc`, `model_code`, `inputs`:
-torch and numpy only, below `tune`), and what runs it (`serve`, the model server on Ray Serve;
-`entrypoint`, `healthcheck`, `mlflow_users` for the container; above `tune`). README, "Layout".
-"""
+"""How a trained model leaves training, in two layers: `deploy.bundle`, what the registered
+model carries (torch and numpy only, below `tune`), and `deploy.serving`, what runs it and the
+platform's containers (above `tune`). Manifests: compose.yaml, k8s/. README, "Layout"."""

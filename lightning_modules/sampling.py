@@ -1,6 +1,6 @@
 """A character vocabulary and sampling from a `CharRNN`: plain torch, no Lightning.
 
-What a character language model needs once trained; the serving bundle (`deploy.pyfunc`)
+What a character language model needs once trained; the serving bundle (`deploy.bundle.pyfunc`)
 imports it without loading the training stack.
 """
 

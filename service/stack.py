@@ -81,7 +81,7 @@ class Stack:
 
 @dataclass
 class MlflowAuth:
-    """MLflow's basic-auth app, as the deployed server runs it (deploy/entrypoint.py): every
+    """MLflow's basic-auth app, as the deployed server runs it (deploy/serving/entrypoint.py): every
     request needs credentials, and only this admin may write; every other user reads."""
 
     password: str
@@ -160,7 +160,7 @@ def start_mlflow(
 ) -> Component:
     """`mlflow server` on loopback with proxied artifacts under `root`; its runs in
     `backend_uri` (default: SQLite under `root`), behind basic auth when `auth` is given."""
-    from deploy.entrypoint import auth_config
+    from deploy.serving.entrypoint import auth_config
 
     port = port or free_port()
     argv = [str(bin_dir() / "mlflow"), "server", "--host", LOOPBACK, "--port", str(port)]
@@ -299,7 +299,7 @@ def up(
     read-only user (named after the caller) is made for people. The job store, MLflow and its
     users live in SQLite files, or on the PostgreSQL server at `database_url`.
     """
-    from deploy.mlflow_users import create_user
+    from deploy.serving.mlflow_users import create_user
     from service.auth import hash_token, new_token
 
     root = home() / "stack"

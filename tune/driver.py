@@ -378,7 +378,7 @@ def run_job(
 
 
 def _import_training_stack() -> None:
-    import deploy.pyfunc  # noqa: F401
+    import deploy.bundle.pyfunc  # noqa: F401
     import lightning_modules.training  # noqa: F401
 
 

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -24,9 +25,10 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
+import deploy.bundle
 import lightning_modules
-from deploy.inputs import LM_PARAMS
-from deploy.requirements import serving_requirements
+from deploy.bundle.inputs import LM_PARAMS
+from deploy.bundle.requirements import serving_requirements
 from lightning_modules.data import build_data, build_datamodule
 from lightning_modules.metrics import test_name
 from tune import compat
@@ -163,7 +165,7 @@ def _example_and_signature(module, data, task: str):
         return example, infer_signature(
             example, pd.DataFrame({"text": ["The cat"]}), params=LM_PARAMS
         )
-    from deploy.pyfunc import RecurrentModel  # torch: see `_log_and_register`
+    from deploy.bundle.pyfunc import RecurrentModel  # torch: see `_log_and_register`
 
     model = RecurrentModel().attach(module.net, module.spec, module.data_info)
     test = data.test.head(2)
@@ -255,6 +257,20 @@ def register_best(
     return reg
 
 
+BUNDLE = Path(deploy.bundle.__file__).parent
+
+
+def _bundle_code(tmp: Path) -> str:
+    """A `deploy` package holding exactly `deploy.bundle` (not the model server, which imports
+    Ray): what a registered model imports besides `lightning_modules`."""
+    package = tmp / "code" / "deploy"
+    shutil.copytree(BUNDLE, package / "bundle", ignore=shutil.ignore_patterns("__pycache__"))
+    (package / "__init__.py").write_text(
+        '"""The serving bundle of a registered rnntune model."""\n'
+    )
+    return str(package)
+
+
 def _log_and_register(
     name: str,
     job_id: str,
@@ -267,7 +283,7 @@ def _log_and_register(
     """Tests the checkpoint, logs the pyfunc on the winning trial's run and creates its version."""
     # torch and Lightning only here, after the search: a job's start does not wait for them
     # (the driver imports them in the background while its trials run, `tune.driver`)
-    from deploy.pyfunc import MODEL_FILE, save_bundle
+    from deploy.bundle.pyfunc import MODEL_FILE, save_bundle
     from lightning_modules.training import data_info, load_module
 
     module = load_module(checkpoint)
@@ -323,13 +339,10 @@ def _log_and_register(
         example, signature = _example_and_signature(module, data, trial_spec.task)
         info = mlflow.pyfunc.log_model(
             name="model",
-            # Model from code: loading runs deploy/model_code.py, no cloudpickled object.
-            python_model=str(Path(__file__).parents[1] / "deploy" / "model_code.py"),
+            # Model from code: loading runs deploy/bundle/model_code.py, no cloudpickled object.
+            python_model=str(BUNDLE / "model_code.py"),
             artifacts={"model": str(bundle)},
-            code_paths=[
-                str(Path(lightning_modules.__file__).parent),
-                str(Path(__file__).parents[1] / "deploy"),
-            ],
+            code_paths=[str(Path(lightning_modules.__file__).parent), _bundle_code(Path(tmp))],
             signature=signature,
             input_example=example,
             pip_requirements=serving_requirements(),

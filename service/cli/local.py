@@ -192,7 +192,7 @@ def serve(
     poll_interval: Annotated[float, typer.Option(help="seconds between alias checks")] = 10.0,
 ) -> int:
     """Serve a registered model with Ray Serve until interrupted."""
-    from deploy.serve import ServeOptions, parse_uri, run
+    from deploy.serving.serve import ServeOptions, parse_uri, run
 
     if not model_uri.startswith("models:/"):
         raise ValueError(

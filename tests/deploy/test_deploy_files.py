@@ -14,7 +14,7 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from deploy.entrypoint import command
+from deploy.serving.entrypoint import command
 from service.settings import Settings
 from tests.support.paths import ROOT
 
@@ -84,7 +84,7 @@ def test_hadolint_passes():
 
 
 def test_requirements_layer_is_the_project_dependencies_without_torch():
-    from deploy.requirements import requirements
+    from deploy.bundle.requirements import requirements
 
     deps = requirements(ROOT / "pyproject.toml", ["cluster"])
     assert "mlflow[auth]==3.17.2" in deps and any(d.startswith("psycopg") for d in deps)

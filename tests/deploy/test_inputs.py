@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from deploy.inputs import (
+from deploy.bundle.inputs import (
     BadInput,
     Limits,
     Prompts,

@@ -12,8 +12,8 @@ import pytest
 import requests
 import yaml
 
-from deploy.entrypoint import auth_config, command
-from deploy.mlflow_users import create_user
+from deploy.serving.entrypoint import auth_config, command
+from deploy.serving.mlflow_users import create_user
 from service.stack import free_port
 from tests.support.paths import ROOT
 from tests.support.processes import stop_process, wait_http

@@ -12,7 +12,7 @@ def test_pyfunc_loads_and_predicts_without_lightning_or_ray(tmp_path):
         f"""
 from types import SimpleNamespace
 import numpy as np
-from deploy.pyfunc import RecurrentModel, save_bundle
+from deploy.bundle.pyfunc import RecurrentModel, save_bundle
 from lightning_modules.config import TrainSpec
 from lightning_modules.data_info import DataInfo
 from lightning_modules.models import build_network
@@ -26,5 +26,5 @@ out = model.predict(None, np.zeros((3, 8, 8), dtype=np.float32))
 assert len(out) == 3 and "label" in out.columns, out
 """
     )
-    assert "deploy.pyfunc" in loaded and "torch" in loaded
+    assert "deploy.bundle.pyfunc" in loaded and "torch" in loaded
     assert not [m for m in loaded if m.split(".")[0] in TRAINING_STACK]

@@ -6,7 +6,7 @@ on a time scale of tens of seconds)."""
 
 from ray.serve.deployment import deployment_to_schema
 
-from deploy.serve import ServeOptions, build
+from deploy.serving.serve import ServeOptions, build
 
 
 def _schema(replicas, max_replicas):

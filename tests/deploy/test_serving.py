@@ -356,3 +356,45 @@ def test_both_servers_answer_alike_for_a_cross_validated_champion(
             assert np.allclose([ra[k] for k in probs], [rb[k] for k in probs], atol=1e-5)
     finally:
         stop(serve, scoring)
+
+
+def test_a_registered_model_carries_only_the_bundle_and_loads_without_ray_or_lightning(
+    models, mlflow_server, tmp_path
+):
+    """The model's code is `lightning_modules` and `deploy.bundle` (no model server, which
+    imports Ray); it loads and predicts in a process where Ray and Lightning cannot be imported."""
+    import json
+    import subprocess
+
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_server)
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/{CLASSIFIER}@champion", dst_path=str(tmp_path)
+        )
+    )
+    code = local / "code"
+    shipped = sorted(str(p.relative_to(code / "deploy")) for p in (code / "deploy").rglob("*.py"))
+    assert shipped == [
+        "__init__.py", "bundle/__init__.py", "bundle/inputs.py", "bundle/model_code.py",
+        "bundle/pyfunc.py", "bundle/requirements.py",
+    ]  # fmt: skip
+    probe = f"""
+import sys
+for name in ("ray", "pytorch_lightning", "lightning_fabric", "torchmetrics", "optuna"):
+    sys.modules[name] = None  # importing any of them now raises ImportError
+import json
+import numpy as np
+import mlflow.pyfunc
+model = mlflow.pyfunc.load_model({str(local)!r})
+out = model.predict(np.zeros((2, 8, 8), dtype=np.float32))
+print(json.dumps([len(out), sorted(m for m in sys.modules if m.startswith("deploy"))]))
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows, deploy_modules = json.loads(run.stdout.strip().splitlines()[-1])
+    assert rows == 2 and "deploy.bundle.pyfunc" in deploy_modules
+    assert not [m for m in deploy_modules if m.startswith("deploy.serving")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deploy.pyfunc import load_bundle, save_bundle
+from deploy.bundle.pyfunc import load_bundle, save_bundle
 from lightning_modules.config import TrainSpec
 from lightning_modules.data_info import DATA_INFO_VERSION, DataInfo, ImageScaling
 from lightning_modules.models import build_network

@@ -86,7 +86,7 @@ def test_checkpoints_and_bundles_load_without_running_code(tmp_path):
 
     import torch
 
-    from deploy.pyfunc import load_bundle
+    from deploy.bundle.pyfunc import load_bundle
     from lightning_modules.training import load_module
 
     marker = tmp_path / "pwned"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from deploy.pyfunc import MODEL_FILE, RecurrentModel, load_bundle, save_bundle
+from deploy.bundle.pyfunc import MODEL_FILE, RecurrentModel, load_bundle, save_bundle
 from lightning_modules.config import TrainSpec
 from lightning_modules.data import build_data, build_datamodule
 from lightning_modules.data.base import FoldBatches, FoldEval, Split, train_size

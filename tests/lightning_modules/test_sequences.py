@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from deploy.pyfunc import RecurrentModel
+from deploy.bundle.pyfunc import RecurrentModel
 from lightning_modules.config import SequencesData, TrainSpec
 from lightning_modules.data import build_data, build_datamodule
 from lightning_modules.data.sequence_files import DataFileError

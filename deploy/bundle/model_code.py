@@ -3,6 +3,6 @@ with the model), never an unpickled object; the weights come from the `model` ar
 
 from mlflow.models import set_model
 
-from deploy.pyfunc import RecurrentModel
+from deploy.bundle.pyfunc import RecurrentModel
 
 set_model(RecurrentModel())

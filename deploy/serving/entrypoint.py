@@ -58,7 +58,7 @@ def command(role: str, args: list[str], env: dict[str, str]) -> list[str]:
                 *args,
             ]
         case "mlflow-users":
-            return ["python", "-m", "deploy.mlflow_users", *args]
+            return ["python", "-m", "deploy.serving.mlflow_users", *args]
         case "job":
             return ["python", "-m", "tune", "run", *args]
     raise ValueError(

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deploy.inputs import LM_PARAMS, unpadded
+from deploy.bundle.inputs import LM_PARAMS, unpadded
 from lightning_modules.config import TrainSpec
 from lightning_modules.data.pixels import pixel_order
 from lightning_modules.data_info import DataInfo

@@ -21,7 +21,7 @@ def requirements(pyproject: Path, extras: list[str]) -> list[str]:
     return [d for d in deps if re.split(r"[\[<>=!~ ;]", d, maxsplit=1)[0] != "torch"]
 
 
-# What the serving bundle imports (deploy/pyfunc.py and the lightning_modules it loads).
+# What the serving bundle imports (deploy/bundle/pyfunc.py and the lightning_modules it loads).
 SERVING_PACKAGES = ("mlflow", "torch", "numpy", "pandas", "pydantic", "pyyaml")
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import urllib.request
 
-from deploy.entrypoint import ROLE_FILE
+from deploy.serving.entrypoint import ROLE_FILE
 
 PROBES = {
     "service": "http://127.0.0.1:{port}/healthz",

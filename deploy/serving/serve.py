@@ -19,9 +19,9 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
-from deploy import inputs
-from deploy.inputs import BadInput, Limits, Prompts, Sequences
-from deploy.pyfunc import output_records
+from deploy.bundle import inputs
+from deploy.bundle.inputs import BadInput, Limits, Prompts, Sequences
+from deploy.bundle.pyfunc import output_records
 from lightning_modules.documents import DocumentError, load_json
 from tune.cluster import ensure_ray
 
@@ -43,7 +43,7 @@ class ServeOptions:
 class Loaded:
     """One loaded model version; replaced as a whole when the alias moves."""
 
-    model: Any  # deploy.pyfunc.RecurrentModel
+    model: Any  # deploy.bundle.pyfunc.RecurrentModel
     version: str | None
     limits: Limits
     info: dict[str, Any]
