@@ -28,3 +28,15 @@ assert len(out) == 3 and "label" in out.columns, out
     )
     assert "deploy.bundle.pyfunc" in loaded and "torch" in loaded
     assert not [m for m in loaded if m.split(".")[0] in TRAINING_STACK]
+
+
+def test_models_registered_before_the_bundle_moved_still_find_their_pyfunc():
+    """Their model_code.py says `from deploy.pyfunc import RecurrentModel`; in the model server's
+    process `deploy` is already this package, so the old name must lead to the bundle."""
+    loaded = loaded_after(
+        "import deploy.serving.healthcheck\n"
+        "from deploy.pyfunc import RecurrentModel\n"
+        "from deploy.bundle.pyfunc import RecurrentModel as Current\n"
+        "assert RecurrentModel is Current\n"
+    )
+    assert "deploy.pyfunc" in loaded
