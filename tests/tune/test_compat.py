@@ -20,15 +20,20 @@ PRIVATE = re.compile(
 )
 
 
-def test_private_framework_access_only_in_compat():
-    offenders = []
+def _sources_outside_compat():
+    """(path relative to the repository, text) of every source file but tune/compat.py."""
     for package in ("lightning_modules", "tune", "service", "deploy"):
         for path in sorted((ROOT / package).rglob("*.py")):
-            if path == ROOT / "tune" / "compat.py":
-                continue
-            for n, line in enumerate(path.read_text().splitlines(), 1):
-                if PRIVATE.search(line.split("#")[0]):
-                    offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+            if path != ROOT / "tune" / "compat.py":
+                yield path.relative_to(ROOT), path.read_text()
+
+
+def test_private_framework_access_only_in_compat():
+    offenders = []
+    for path, text in _sources_outside_compat():
+        for n, line in enumerate(text.splitlines(), 1):
+            if PRIVATE.search(line.split("#")[0]):
+                offenders.append(f"{path}:{n}: {line.strip()}")
     assert not offenders, "private Ray/MLflow access outside tune/compat.py:\n" + "\n".join(
         offenders
     )
@@ -65,13 +70,11 @@ def _framework_global_writes(source: str) -> list[int]:
 
 
 def test_framework_globals_are_set_only_in_compat():
-    offenders = []
-    for package in ("lightning_modules", "tune", "service", "deploy"):
-        for path in sorted((ROOT / package).rglob("*.py")):
-            if path == ROOT / "tune" / "compat.py":
-                continue
-            for n in _framework_global_writes(path.read_text()):
-                offenders.append(f"{path.relative_to(ROOT)}:{n}")
+    offenders = [
+        f"{path}:{n}"
+        for path, text in _sources_outside_compat()
+        for n in _framework_global_writes(text)
+    ]
     assert not offenders, "framework-wide settings outside tune/compat.py:\n" + "\n".join(offenders)
     caught = "from ray.tune.utils.util import warn_if_slow\nwarn_if_slow.DEFAULT_THRESHOLD = 10\n"
     assert _framework_global_writes(caught) == [2]  # the check itself can fail
