@@ -27,9 +27,9 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q --durations=15
 
-# The unit tier (< 2 minutes on 2 cores): no test marked slow.
+# The unit tier (about 75 s on 2 cores): no test marked slow, two pytest workers (xdist).
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n 2
 
 # ruff; the dependency layers and forbidden imports (pyproject's [tool.importlinter]); dead
 # code (vulture; its settings and what frameworks call by name are in pyproject.toml).

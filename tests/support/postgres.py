@@ -39,11 +39,11 @@ def _system_user() -> str | None:
     try:
         pwd.getpwnam(SERVER_USER)
     except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", SERVER_USER],
-            check=True,
-            capture_output=True,
+        made = subprocess.run(
+            ["useradd", "--system", "--no-create-home", SERVER_USER], capture_output=True
         )
+        if made.returncode != 0:
+            pwd.getpwnam(SERVER_USER)  # made meanwhile by a parallel test worker, or raise
     return SERVER_USER
 
 
