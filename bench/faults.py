@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from unittest import mock
 
 import yaml
 from mlflow.tracking import MlflowClient
@@ -338,14 +339,19 @@ def database_restarted(b: Bench) -> Row:
     up = [RNNTUNE, "up", "--num-cpus", "2", "--allow-path", str(b.work)]
     up += ["--database-url", pg.url()]
     started = subprocess.run(up, env=env, capture_output=True, text=True, timeout=300)
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    admin = contextlib.ExitStack()  # this process's MLflow client signs in as the stack's admin
     try:
         if started.returncode != 0:
             raise RuntimeError(f"rnntune up: {started.stderr.strip()[-300:]}")
         state = json.loads((home / "stack.json").read_text())
-        admin = state["mlflow_auth"]
-        os.environ.update(MLFLOW_TRACKING_USERNAME=admin["username"])
-        os.environ.update(MLFLOW_TRACKING_PASSWORD=admin["password"])
+        login = state["mlflow_auth"]
+        admin.enter_context(
+            mock.patch.dict(
+                os.environ,
+                MLFLOW_TRACKING_USERNAME=login["username"],
+                MLFLOW_TRACKING_PASSWORD=login["password"],
+            )
+        )
         client = MlflowClient(state["tracking_uri"])
         headers = {"Authorization": f"Bearer {state['token']}"}
         epochs = int(b.db_outage_s * 2.5) + 20  # still training when the database returns
@@ -393,11 +399,7 @@ def database_restarted(b: Bench) -> Row:
     finally:
         subprocess.run([RNNTUNE, "down"], env=env, capture_output=True, timeout=120)
         pg.remove()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        admin.close()
     return row
 
 

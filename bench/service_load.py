@@ -166,10 +166,12 @@ def main(argv: list[str] | None = None) -> int:
         tokens.write_text(
             json.dumps([{"user": "load", "role": "user", "sha256": hash_token(TOKEN)}])
         )
-        settings = service_env(work, stack.ray_address, stack.tracking_uri, tokens, stack.ray_token)
+        settings = service_env(
+            work, stack.ray_address, stack.tracking_uri, tokens, stack.ray_token,
+            database_url=pg.create_database("load"),
+        )  # fmt: skip
         settings |= stack.mlflow_auth.client_env() if stack.mlflow_auth else {}
         settings |= {
-            "RNNTUNE_DATABASE_URL": pg.create_database("load"),
             "RNNTUNE_STORAGE_URL": str(Path(stack.dir) / "storage"),
             "RNNTUNE_MAX_CONCURRENT_JOBS": "1",
             "RNNTUNE_MAX_DRIVER_GPUS": "1",

@@ -185,6 +185,8 @@ def start_mlflow(
 
 
 DATABASES = {"jobs": "rnntune", "mlflow": "mlflow", "mlflow_auth": "mlflow_auth"}  # as compose
+# SQLite: the files earlier releases of the stack used (jobs.db, mlflow.db) keep their names
+SQLITE_FILES = {"jobs": "jobs.db", "mlflow": "mlflow.db", "mlflow_auth": "mlflow_auth.db"}
 
 
 def stack_databases(server_url: str | None, root: Path) -> dict[str, str]:
@@ -195,7 +197,7 @@ def stack_databases(server_url: str | None, root: Path) -> dict[str, str]:
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
     if server_url is None:
-        return {k: f"sqlite:///{root / f'{name}.db'}" for k, name in DATABASES.items()}
+        return {k: f"sqlite:///{root / name}" for k, name in SQLITE_FILES.items()}
     try:
         url = make_url(server_url)
     except ArgumentError:
@@ -333,8 +335,10 @@ def up(
         wait_ready(ray_head, "/api/version")
         wait_ready(mlflow, "/health")
         create_user(mlflow.url, (auth.username, auth.password), *reader)
-        env = service_env(root, ray_head.url, mlflow.url, tokens_file, ray_token, allowed)
-        env |= {"RNNTUNE_DATABASE_URL": databases["jobs"], **auth.client_env()}
+        env = service_env(
+            root, ray_head.url, mlflow.url, tokens_file, ray_token, allowed, databases["jobs"]
+        )
+        env |= auth.client_env()
         service = start_service(root / "logs", env)
         started.append(service)
         wait_ready(service, "/healthz")
@@ -383,11 +387,13 @@ def service_env(
     tokens_file: Path,
     ray_token: str | None,
     allowed: list[str] | None = None,
+    database_url: str | None = None,
 ) -> dict[str, str]:
-    """The service's settings for a local stack (every field from `RNNTUNE_*`)."""
+    """The service's settings for a local stack (every field from `RNNTUNE_*`); the job store
+    in `database_url`, by default SQLite under `root`."""
     return {
         **({"RNNTUNE_RAY_AUTH_TOKEN": ray_token} if ray_token else {}),
-        "RNNTUNE_DATABASE_URL": f"sqlite:///{root / 'jobs.db'}",
+        "RNNTUNE_DATABASE_URL": database_url or f"sqlite:///{root / SQLITE_FILES['jobs']}",
         "RNNTUNE_RAY_ADDRESS": ray_url,
         "RNNTUNE_CLUSTER_PYTHON": sys.executable,
         "RNNTUNE_TOKENS_FILE": str(tokens_file),

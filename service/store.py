@@ -193,8 +193,8 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 _LOCK_KEY = 0x726E6E74756E65  # PostgreSQL advisory lock: one replica migrates at a time
 
 
-def upgrade(engine: Engine) -> str:
-    """Brings the store to the newest schema; returns its revision.
+def upgrade(engine: Engine) -> None:
+    """Brings the store to the newest schema.
 
     A store made before versioning (by `create_all` and hand-added columns) is first stamped
     with the revision its tables match. Concurrent starts are serialised: PostgreSQL by an
@@ -216,14 +216,11 @@ def upgrade(engine: Engine) -> str:
                 if unversioned is not None:
                     command.stamp(config, unversioned)
                 command.upgrade(config, "head")
-                return str(
-                    conn.scalar(text("SELECT version_num FROM alembic_version"))  # one row
-                )
+            return
         except (OperationalError, IntegrityError, ProgrammingError):
             if attempt == 2:
                 raise
             time.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
 
 
 def _unversioned_revision(conn: Connection) -> str | None:

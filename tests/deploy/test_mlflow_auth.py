@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
 from deploy.serving.entrypoint import auth_config, command
 from deploy.serving.mlflow_users import create_user
 from service.stack import free_port
+from tests.support.mlflow_api import mlflow_api
 from tests.support.paths import ROOT
 from tests.support.processes import stop_process, wait_http
 
@@ -57,15 +57,10 @@ def authed_mlflow(tmp_path_factory):
         stop_process(proc)
 
 
-def _api(url: str, path: str, auth=None, **body):
-    method = requests.post if body else requests.get
-    return method(f"{url}/api/2.0/mlflow/{path}", json=body or None, auth=auth, timeout=30)
-
-
 def test_anonymous_callers_get_401(authed_mlflow):
-    assert _api(authed_mlflow, "registered-models/search").status_code == 401
+    assert mlflow_api(authed_mlflow, "registered-models/search").status_code == 401
     alias = {"name": "m", "alias": "champion", "version": "1"}
-    assert _api(authed_mlflow, "registered-models/alias", **alias).status_code == 401
+    assert mlflow_api(authed_mlflow, "registered-models/alias", **alias).status_code == 401
 
 
 def test_only_the_admin_registers_and_moves_aliases(authed_mlflow):
@@ -73,17 +68,19 @@ def test_only_the_admin_registers_and_moves_aliases(authed_mlflow):
     assert create_user(url, ADMIN, "model-server", "reader-password-1") == "created"
     assert create_user(url, ADMIN, "model-server", "reader-password-1") == "exists"  # idempotent
     reader = ("model-server", "reader-password-1")
-    assert _api(url, "registered-models/create", ADMIN, name="team-model").ok
-    version = _api(url, "model-versions/create", ADMIN, name="team-model", source="s3://b/m")
+    assert mlflow_api(url, "registered-models/create", ADMIN, name="team-model").ok
+    version = mlflow_api(url, "model-versions/create", ADMIN, name="team-model", source="s3://b/m")
     assert version.ok, version.text
     alias = {"name": "team-model", "alias": "champion", "version": "1"}
-    assert _api(url, "registered-models/alias", ADMIN, **alias).ok
-    assert _api(url, "registered-models/search", reader).ok  # the model server can read
-    moved = _api(url, "registered-models/alias", reader, **{**alias, "alias": "evil"})
+    assert mlflow_api(url, "registered-models/alias", ADMIN, **alias).ok
+    assert mlflow_api(url, "registered-models/search", reader).ok  # the model server can read
+    moved = mlflow_api(url, "registered-models/alias", reader, **{**alias, "alias": "evil"})
     assert moved.status_code == 403, moved.text
     # MLflow's basic-auth lets any authenticated user create a *new* model name; what matters,
     # the registered models and their aliases, stay the admin's.
-    versions = _api(url, "model-versions/create", reader, name="team-model", source="s3://b/x")
+    versions = mlflow_api(
+        url, "model-versions/create", reader, name="team-model", source="s3://b/x"
+    )
     assert versions.status_code == 403, versions.text
 
 

@@ -30,6 +30,7 @@ from service.stack import (
     stop,
     wait_ready,
 )
+from tests.support.mlflow_api import mlflow_api
 from tests.support.postgres import new_database
 
 pytestmark = pytest.mark.slow
@@ -187,34 +188,29 @@ def test_up_prints_addresses_and_token(stack):
     assert _ray_jobs(state).list_jobs() == []
 
 
-def _mlflow_api(state, path: str, auth=None, **body) -> requests.Response:
-    method = requests.post if body else requests.get
-    url = f"{state.tracking_uri}/api/2.0/mlflow/{path}"
-    return method(url, json=body or None, auth=auth, timeout=30)
-
-
 def test_the_stacks_mlflow_takes_writes_only_from_its_admin(stack):
     """The stack's MLflow (on PostgreSQL here) runs the basic-auth app as deployed: anonymous
     callers get 401; the read-only login `up` printed reads everything but cannot move an
     alias or change the admin's experiments (403)."""
     state, _, out = stack
+    url = state.tracking_uri
     assert state.databases["mlflow"].startswith("postgresql+psycopg://")
     alias = {"name": "anything", "alias": "champion", "version": "1"}
-    assert _mlflow_api(state, "registered-models/alias", **alias).status_code == 401
-    assert _mlflow_api(state, "experiments/create", name="x").status_code == 401
+    assert mlflow_api(url, "registered-models/alias", **alias).status_code == 401
+    assert mlflow_api(url, "experiments/create", name="x").status_code == 401
     reader = state.mlflow_reader
     assert f"MLflow login {reader[0]} / {reader[1]}" in out
-    assert _mlflow_api(state, "experiments/search?max_results=5", reader).status_code == 200
+    assert mlflow_api(url, "experiments/search?max_results=5", reader).status_code == 200
     admin = (state.mlflow_auth.username, state.mlflow_auth.password)
-    assert _mlflow_api(state, "registered-models/create", admin, name="stack-model").ok
-    made = _mlflow_api(state, "model-versions/create", admin, name="stack-model", source="s3://b/m")
+    assert mlflow_api(url, "registered-models/create", admin, name="stack-model").ok
+    made = mlflow_api(url, "model-versions/create", admin, name="stack-model", source="s3://b/m")
     assert made.ok, made.text
     alias = {"name": "stack-model", "alias": "champion", "version": "1"}
-    assert _mlflow_api(state, "registered-models/alias", reader, **alias).status_code == 403
-    assert _mlflow_api(state, "registered-models/alias", admin, **alias).ok
-    exp = _mlflow_api(state, "experiments/create", admin, name="stack-admins").json()
+    assert mlflow_api(url, "registered-models/alias", reader, **alias).status_code == 403
+    assert mlflow_api(url, "registered-models/alias", admin, **alias).ok
+    exp = mlflow_api(url, "experiments/create", admin, name="stack-admins").json()
     rename = {"experiment_id": exp["experiment_id"], "new_name": "taken"}
-    assert _mlflow_api(state, "experiments/update", reader, **rename).status_code == 403
+    assert mlflow_api(url, "experiments/update", reader, **rename).status_code == 403
 
 
 def test_up_keeps_everything_in_sqlite_by_default_and_refuses_a_bad_database_url(tmp_path):
@@ -236,18 +232,12 @@ def test_up_keeps_everything_in_sqlite_by_default_and_refuses_a_bad_database_url
         state = json.loads((tmp_path / "stack.json").read_text())
         assert all(url.startswith("sqlite:///") for url in state["databases"].values())
         assert (tmp_path / "stack" / "mlflow_auth.db").exists()
-        mlflow_url = state["tracking_uri"]
-        anonymous = requests.post(
-            f"{mlflow_url}/api/2.0/mlflow/registered-models/alias",
-            json={"name": "m", "alias": "champion", "version": "1"},
-            timeout=30,
-        )
-        assert anonymous.status_code == 401
-        reader = tuple(state["mlflow_reader"])
-        search = requests.get(
-            f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=5", auth=reader, timeout=30
-        )
-        assert search.status_code == 200
+        # the job store's file of earlier releases: an upgraded stack keeps its jobs
+        assert state["databases"]["jobs"] == f"sqlite:///{tmp_path / 'stack' / 'jobs.db'}"
+        url, reader = state["tracking_uri"], tuple(state["mlflow_reader"])
+        alias = {"name": "m", "alias": "champion", "version": "1"}
+        assert mlflow_api(url, "registered-models/alias", **alias).status_code == 401
+        assert mlflow_api(url, "experiments/search?max_results=5", reader).status_code == 200
     finally:
         down = subprocess.run(
             [RNNTUNE, "down"], env=env, capture_output=True, text=True, timeout=120

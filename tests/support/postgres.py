@@ -13,7 +13,6 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,24 +130,6 @@ def start_postgres(port: int | None = None) -> Postgres:
     server = Postgres(data=data, port=port or free_port(), user=user)
     server.start()
     return server
-
-
-def wait_for(url: str, timeout: float = 30) -> None:
-    """Blocks until the database answers a query."""
-    deadline = time.monotonic() + timeout
-    engine = create_engine(url)
-    try:
-        while True:
-            try:
-                with engine.connect() as conn:
-                    conn.execute(text("SELECT 1"))
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-    finally:
-        engine.dispose()
 
 
 def new_database(kind: str, request, folder: Path) -> str:
