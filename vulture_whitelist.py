@@ -10,10 +10,12 @@ mlflow_run_id  # service/api/schemas.py JobView
 mlflow_url  # service/api/schemas.py JobView
 stale_reason  # service/api/schemas.py JobView
 
-# Reached by name: the dataset table (lightning_modules/data/__init__.py BUILDERS), uvicorn's
-# factory string, FastAPI's schema hook, a router without the `router` name.
+# Reached by name: the dataset entries' `builder` and `datamodule` strings
+# (lightning_modules/datasets/), uvicorn's factory string, FastAPI's schema hook, a router
+# without the `router` name.
 build_adding
 build_copy
+TextDataModule
 create_app  # `uvicorn service.app:create_app --factory`
 _.openapi  # service/app.py: FastAPI calls app.openapi()
 job_schema  # service/api/routes/jobs.py: @schema_router.get

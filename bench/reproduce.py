@@ -33,8 +33,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from lightning_modules.config import DataConfig, TrainSpec
+from lightning_modules.config import TrainSpec
 from lightning_modules.data import build_data
+from lightning_modules.datasets import DataConfig
 from lightning_modules.training import train
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -19,6 +19,7 @@ from lightning_modules import metrics as M
 from lightning_modules.clipping import GradientClipper
 from lightning_modules.config import TrainSpec
 from lightning_modules.data_info import DataInfo
+from lightning_modules.datasets import dataset_of
 from lightning_modules.models import FoldEnsemble, build_network
 from lightning_modules.optim import build_optimizer, build_schedule
 
@@ -58,7 +59,7 @@ class RecurrentTask(pl.LightningModule):
 
     # -- to implement -------------------------------------------------------------------------
     def build_net(self) -> nn.Module:
-        per_step = self.spec.data.name == "copy"  # per-step targets
+        per_step = dataset_of(self.spec.data).per_step  # a target at every step
         return build_network(self.spec.model, self.spec.task, self.data_info, per_step)
 
     def batch_loss(

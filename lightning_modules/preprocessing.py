@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_modules.config import SequencesData
+from lightning_modules.datasets.sequences import SequencesData
 
 MIN_STD = 1e-8  # a constant feature is centred, not scaled
 

@@ -229,7 +229,7 @@ def train(
         checkpoint=ckpt.best_model_path or None,
         output_dir=str(out),
         train_time_s=round(elapsed, 3),
-        data_fingerprint=data.fingerprint(),
+        data_fingerprint=data.digest,
         history=history.rows,
         grad_norms_over_time=norms,
         diverged_reason=module.diverged_reason,

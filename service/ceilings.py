@@ -7,13 +7,11 @@ width is unknown until read, so one feature is assumed: the count is then a lowe
 
 from __future__ import annotations
 
+from lightning_modules.datasets import dataset_of
 from service.settings import Settings
 from tune.spec import JobSpec, candidate_values
 
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "gru": 3, "lstm": 4}
-INPUT_WIDTH = {"mnist1d": 1, "mnist_rows": 28, "digits": 8, "adding": 2, "sequences": 1}
-OUTPUTS = {"mnist1d": 10, "mnist_rows": 10, "digits": 10, "adding": 1, "sequences": 1}
-TEXT_VOCABULARY = 256  # a generous bound for a character vocabulary
 
 
 def recurrent_parameters(cell: str, inputs: int, hidden: int, layers: int, directions: int) -> int:
@@ -27,7 +25,8 @@ def recurrent_parameters(cell: str, inputs: int, hidden: int, layers: int, direc
 
 
 def largest_model(spec: JobSpec) -> int:
-    """Parameters of the largest network the job can train (fixed settings or search space)."""
+    """Parameters of the largest network the job can train (fixed settings or search space),
+    on the input width and outputs the dataset's entry declares (`lightning_modules.datasets`)."""
 
     def worst(field: str, key=None):  # a searched field's fixed value is never used
         values = [getattr(spec.model, field)]
@@ -37,41 +36,15 @@ def largest_model(spec: JobSpec) -> int:
 
     cell = worst("cell_type", key=lambda c: GATES.get(c, 4))
     hidden, layers = int(worst("hidden_size")), int(worst("num_layers"))
-    directions = 2 if worst("bidirectional") else 1
-    data = spec.data
-    if data.name == "text":
+    dataset = dataset_of(spec.data)
+    inputs, outputs = dataset.inputs(spec.data), dataset.outputs(spec.data)
+    if spec.task == "language_model":  # characters embedded, read one way
         emb = int(worst("embedding_dim"))
         rnn = recurrent_parameters(cell, emb, hidden, layers, 1)
-        return TEXT_VOCABULARY * emb + rnn + (hidden + 1) * TEXT_VOCABULARY
-    if data.name == "copy":
-        inputs, outputs = data.n_symbols + 2, data.n_symbols
-    else:
-        inputs, outputs = INPUT_WIDTH[data.name], OUTPUTS[data.name]
+        return inputs * emb + rnn + (hidden + 1) * outputs
+    directions = 2 if worst("bidirectional") else 1
     rnn = recurrent_parameters(cell, inputs, hidden, layers, directions)
     return rnn + (hidden * directions + 1) * outputs
-
-
-def generated_examples(spec: JobSpec) -> tuple[str, int] | None:
-    """(field, examples) for datasets the job generates itself."""
-    d = spec.data
-    if d.name == "mnist1d":
-        return "data.num_samples", d.num_samples
-    if d.name in ("adding", "copy"):
-        return "data.n_train", d.n_train + d.n_val + d.n_test
-    return None
-
-
-def sequence_length(spec: JobSpec) -> tuple[str, int] | None:
-    d = spec.data
-    if d.name == "adding":
-        return "data.seq_len", d.seq_len
-    if d.name == "copy":
-        return "data.delay", 2 * d.copy_len + d.delay + 1
-    if d.name == "text":
-        return "data.seq_len", d.seq_len
-    if d.name == "sequences" and d.max_len is not None:
-        return "data.max_len", d.max_len
-    return None
 
 
 def ceiling_problems(spec: JobSpec, s: Settings) -> list[tuple[str, str]]:
@@ -90,12 +63,13 @@ def ceiling_problems(spec: JobSpec, s: Settings) -> list[tuple[str, str]]:
         problems.append(
             ("trainer.threads", f"{threads} threads, the trial's CPUs are {spec.resources.cpus:g}")
         )
-    examples = generated_examples(spec)
+    dataset = dataset_of(spec.data)
+    examples = dataset.generated(spec.data)
     if examples and examples[1] > s.max_generated_examples:
         problems.append(
             (examples[0], f"{examples[1]:,} examples, the limit is {s.max_generated_examples:,}")
         )
-    length = sequence_length(spec)
+    length = dataset.steps(spec.data)
     if length and length[1] > s.max_sequence_length:
         problems.append(
             (length[0], f"{length[1]:,} steps per sequence, the limit is {s.max_sequence_length:,}")

@@ -3,7 +3,6 @@ and data as a dataset input; its child runs found again when a job resumes."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 
@@ -20,8 +19,9 @@ from tune.tracking import Tracking
 def dataset_input(spec: JobSpec) -> DatasetInput:
     """The job's data as an MLflow dataset input: source, digest, schema and row count.
 
-    User data is described from its files' metadata (the digest is the one the registry uses as
-    the data fingerprint); built-in datasets by their generator and options.
+    User data is described from its files' metadata, built-in datasets by their options; the
+    digest is the data's one identity (`lightning_modules.data.identity`), which the registry
+    also records as the model's data fingerprint.
     """
     cfg = spec.data
     if cfg.name == "sequences":
@@ -32,9 +32,9 @@ def dataset_input(spec: JobSpec) -> DatasetInput:
         schema = {"mlflow_colspec": [{"name": k, "type": v} for k, v in d.schema.items()]}
         profile = {"num_rows": d.rows, "files": d.files, "bytes": d.bytes, "format": d.format}
     else:
-        options = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
-        source = data_source(cfg)
-        digest = hashlib.sha256(options.encode()).hexdigest()[:16]
+        from lightning_modules.data.identity import data_digest
+
+        source, digest = data_source(cfg), data_digest(cfg)
         schema, profile = {}, {"options": cfg.model_dump(mode="json")}
     dataset = Dataset(
         name=cfg.name,

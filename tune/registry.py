@@ -294,7 +294,7 @@ def _log_and_register(
     )
     metrics = {k: float(v) for k, v in module.evaluate(dm.test_dataloader()).items()}
     tname, mode = test_name(monitor[0]), monitor[1]
-    fingerprint = data.fingerprint()
+    fingerprint = data.digest
     tags = {
         "job_id": job_id,
         "dataset": trial_spec.data.name,

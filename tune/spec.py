@@ -13,11 +13,9 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from lightning_modules.config import (
-    CELL_TYPES,
-    DataConfig,
     ModelConfig,
     OptimConfig,
     TrainerConfig,
@@ -27,6 +25,7 @@ from lightning_modules.config import (
     read_spec_file,
     validate_spec,
 )
+from lightning_modules.datasets import DataConfig, dataset_of
 from lightning_modules.metrics import DEFAULT_MONITOR, better_mode
 
 Scalar = bool | int | float | str | None
@@ -378,27 +377,12 @@ JOB_ONLY_SECTIONS = frozenset(JobSpec.model_fields) - frozenset(TrainSpec.model_
 
 
 def default_search_space(dataset: str) -> dict[str, SearchValue]:
-    """The seed's empirical ranges: all cells, 2-4 layers, clip 0.1-10 (log), hidden by task.
+    """The dataset's default search space (its registry entry, `lightning_modules.datasets`)."""
+    space = dataset_of(dataset).search_space
+    return {k: _SEARCH_VALUE.validate_python(v) for k, v in space.items()}
 
-    User data (`sequences`) gets what usually works on real sequence classification and
-    regression: gated cells, 1-2 layers, uni- or bidirectional, Adam's lr and clipping searched.
-    """
-    if dataset == "sequences":
-        return {
-            "cell_type": Choice(choice=["gru", "lstm"]),
-            "num_layers": Choice(choice=[1, 2]),
-            "hidden_size": Choice(choice=[32, 64, 128]),
-            "bidirectional": Choice(choice=[False, True]),
-            "lr": LogUniform(loguniform=(1e-3, 1e-2)),
-            "grad_clip": LogUniform(loguniform=(0.5, 5.0)),
-        }
-    hidden = RandInt(randint=(100, 300)) if dataset == "text" else Choice(choice=[32, 64, 128])
-    return {
-        "cell_type": Choice(choice=list(CELL_TYPES)),
-        "num_layers": Choice(choice=[2, 3, 4]),
-        "hidden_size": hidden,
-        "grad_clip": LogUniform(loguniform=(0.1, 10.0)),
-    }
+
+_SEARCH_VALUE: TypeAdapter[SearchValue] = TypeAdapter(SearchValue)
 
 
 def searching_line(spec: JobSpec) -> str:

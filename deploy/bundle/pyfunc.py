@@ -19,6 +19,7 @@ from deploy.bundle.inputs import LM_PARAMS, unpadded
 from lightning_modules.config import TrainSpec
 from lightning_modules.data.pixels import pixel_order
 from lightning_modules.data_info import DataInfo
+from lightning_modules.datasets import dataset_of
 from lightning_modules.models import build_network
 from lightning_modules.sampling import Vocabulary, generate
 
@@ -67,7 +68,7 @@ def load_bundle(path: str | Path) -> tuple[torch.nn.Module, TrainSpec, DataInfo]
     raw = torch.load(path, map_location="cpu", weights_only=True)  # tensors + plain data only
     spec = TrainSpec.model_validate(raw["spec"])
     info = DataInfo.load(raw.get("data_info"), f"model bundle {path}")
-    net = build_network(spec.model, spec.task, info, per_step=spec.data.name == "copy")
+    net = build_network(spec.model, spec.task, info, per_step=dataset_of(spec.data).per_step)
     net.load_state_dict(raw["state_dict"])
     return net.eval(), spec, info
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lightning_modules.config import SequencesData
 from lightning_modules.data.sequence_files import DataFileError
+from lightning_modules.datasets.sequences import SequencesData
 from lightning_modules.preprocessing import Preprocessing
 
 SPLITS = ("train", "val", "test")

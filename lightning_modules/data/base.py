@@ -7,7 +7,6 @@ a DistributedSampler to DataLoaders, so under DDP the loaders shard by rank them
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -16,8 +15,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from lightning_modules.config import SequencesData
-from lightning_modules.data.sequence_files import digest
+from lightning_modules.datasets.sequences import SequencesData
 from lightning_modules.preprocessing import Preprocessing
 
 
@@ -92,8 +90,8 @@ class SequenceData:
     seq_len: int
     extras: dict = field(default_factory=dict)
     """Dataset-specific artefacts saved with the model (e.g. the text vocabulary)."""
-    digest: str | None = None
-    """The source's own digest (user data: files + options), used as the fingerprint."""
+    digest: str = ""
+    """The data's identity (`lightning_modules.data.identity`), stamped by `build_data`."""
     folds: np.ndarray | None = None
     """Cross-validation: the fold (0..k-1) of every training example; `val` is then `train`
     (each fold is scored by the model trained on the others)."""
@@ -102,16 +100,6 @@ class SequenceData:
     def ensemble(self) -> int:
         """Networks a model of this data holds: the k fold models, or one."""
         return int(self.folds.max()) + 1 if self.folds is not None else 1
-
-    def fingerprint(self) -> str:
-        """Content hash of all splits: identifies the exact data a model was trained and tested on."""
-        if self.digest is not None:
-            return self.digest
-        h = hashlib.sha256()
-        for split in (self.train, self.val, self.test):
-            for t in (split.x, split.y):
-                h.update(t.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
 
 
 class TensorBatches:
@@ -304,6 +292,5 @@ def assemble(
         out_features=width,
         seq_len=seq_len,
         extras={"preprocessing": prep.to_dict()},
-        digest=digest(cfg),
         folds=folds,
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from lightning_modules.config import DigitsData
 from lightning_modules.data.base import SequenceData, to_split
 from lightning_modules.data.splits import split_train_val
+from lightning_modules.datasets.digits import DigitsData
 
 TEST_FRACTION = 0.2
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import yaml
 
-from lightning_modules.config import SequencesData
 from lightning_modules.data.reading import (
     check_labels,
     distinct,
@@ -21,6 +20,7 @@ from lightning_modules.data.reading import (
     load_splits,
 )
 from lightning_modules.data.sequence_files import list_files
+from lightning_modules.datasets.sequences import SequencesData
 
 SAMPLE_ABOVE_BYTES = 256 << 20  # larger datasets are inspected on a sample of row groups
 
@@ -38,7 +38,7 @@ class SourceSummary:
 
 def describe(cfg: SequencesData, with_digest: bool = True) -> SourceSummary:
     """Source, format, size, schema and row count of `cfg.url`, from metadata where possible."""
-    from lightning_modules.data.sequence_files import digest
+    from lightning_modules.data.identity import data_digest
 
     fs, files, fmt = list_files(cfg.url, cfg.format)
     size = sum(fs.size(f) for f in files)
@@ -67,7 +67,7 @@ def describe(cfg: SequencesData, with_digest: bool = True) -> SourceSummary:
             rows += len(arrays.get("x", ()))
             schema = schema or {k: f"{a.dtype}{list(a.shape)}" for k, a in arrays.items()}
     return SourceSummary(
-        cfg.url, fmt, len(files), size, rows, schema, digest(cfg) if with_digest else ""
+        cfg.url, fmt, len(files), size, rows, schema, data_digest(cfg) if with_digest else ""
     )
 
 

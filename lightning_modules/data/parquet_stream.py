@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from lightning_modules.config import SequencesData
 from lightning_modules.data.assembly import SPLITS, MissingValues, check_known, encode, pad
 from lightning_modules.data.base import SequenceData, Split, assemble
 from lightning_modules.data.sequence_files import (
@@ -27,6 +26,7 @@ from lightning_modules.data.sequence_files import (
     parquet_sequences,
 )
 from lightning_modules.data.splits import TEST, TRAIN, UNUSED, VAL, assign_rows
+from lightning_modules.datasets.sequences import SequencesData
 from lightning_modules.preprocessing import Moments, Preprocessing, from_moments
 
 SHUFFLE_GROUPS = 4  # row groups mixed in the shuffle buffer

@@ -9,10 +9,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from lightning_modules.config import SequencesData
 from lightning_modules.data.assembly import SPLITS, MissingValues, check_known, encode, pad
 from lightning_modules.data.sequence_files import DataFileError, RawSequences, read
 from lightning_modules.data.splits import CODES, ValidationPlan, assign_rows
+from lightning_modules.datasets.sequences import SequencesData
 from lightning_modules.preprocessing import Moments, Preprocessing, from_moments
 
 

@@ -6,19 +6,15 @@ expected, so `rnntune` prints one line instead of a traceback.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 from dataclasses import dataclass, field
 
 import fsspec
 import numpy as np
 
-from lightning_modules.config import SequencesData
+from lightning_modules.datasets.sequences import SequencesData
 
 EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".npz": "npz"}
-HASHED_WHOLE_BYTES = 64 << 20  # data up to this size is digested whole; larger: head, tail, size
-EDGE_BYTES = 1 << 20
 
 
 class DataFileError(ValueError):
@@ -50,8 +46,11 @@ class RawSequences:
         )
 
 
-def list_files(url: str, fmt: str = "auto") -> tuple[fsspec.AbstractFileSystem, list[str], str]:
-    """(filesystem, data files, format) for a file, a folder (recursively) or a glob."""
+def list_files(
+    url: str, fmt: str | None = "auto"
+) -> tuple[fsspec.AbstractFileSystem, list[str], str]:
+    """(filesystem, data files, format) for a file, a folder (recursively) or a glob; with
+    `fmt` None, every file there (a format of its own: text, MNIST's IDX files)."""
     fs, path = fsspec.core.url_to_fs(url)
     if any(c in path for c in "*?["):
         files = sorted(fs.glob(path))
@@ -61,6 +60,8 @@ def list_files(url: str, fmt: str = "auto") -> tuple[fsspec.AbstractFileSystem, 
         files = [path]
     else:
         raise DataFileError(f"data.url: {url}: no such file or folder")
+    if fmt is None:
+        return fs, files, ""
     if fmt == "auto":
         kinds = {EXTENSIONS.get(_ext(f)) for f in files} - {None}
         if len(kinds) != 1:
@@ -78,32 +79,6 @@ def list_files(url: str, fmt: str = "auto") -> tuple[fsspec.AbstractFileSystem, 
 def _ext(path: str) -> str:
     name = path.rsplit("/", 1)[-1]
     return name[name.rfind(".") :].lower() if "." in name else ""
-
-
-def digest(cfg: SequencesData) -> str:
-    """Identity of the data a spec reads: its files and the data options.
-
-    Data up to HASHED_WHOLE_BYTES in all is hashed whole; larger data by each file's name,
-    size, first and last MiB (reading every byte of a large dataset per trial would cost more
-    than the training). The same digest is the MLflow dataset digest and the registry's data
-    fingerprint, so the champion guard compares test metrics only on the same data.
-    """
-    h = hashlib.sha256()
-    options = cfg.model_dump(exclude={"reader", "stream_above_mb", "limit"})
-    h.update(json.dumps(options, sort_keys=True).encode())
-    listed = [list_files(u, cfg.format) for u in filter(None, (cfg.url, cfg.val_url, cfg.test_url))]
-    sized = [(fs, path, fs.size(path)) for fs, files, _ in listed for path in files]
-    whole = sum(size for _, _, size in sized) <= HASHED_WHOLE_BYTES
-    for fs, path, size in sized:
-        h.update(f"{path.rsplit('/', 1)[-1]}:{size}".encode())
-        with fs.open(path, "rb") as f:
-            if whole or size <= 2 * EDGE_BYTES:
-                h.update(f.read())
-            else:
-                h.update(f.read(EDGE_BYTES))
-                f.seek(size - EDGE_BYTES)
-                h.update(f.read(EDGE_BYTES))
-    return h.hexdigest()[:16]
 
 
 def read(url: str, cfg: SequencesData, max_rows: int | None = None) -> RawSequences:

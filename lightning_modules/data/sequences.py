@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 
-from lightning_modules.config import SequencesData
 from lightning_modules.data.assembly import SPLITS
 from lightning_modules.data.base import SequenceData, Split, assemble
 from lightning_modules.data.parquet_stream import build_stream
@@ -24,6 +23,7 @@ from lightning_modules.data.reading import (
 )
 from lightning_modules.data.sequence_files import RawSequences, list_files
 from lightning_modules.data.splits import stratified_folds
+from lightning_modules.datasets.sequences import SequencesData
 from lightning_modules.preprocessing import Preprocessing
 
 

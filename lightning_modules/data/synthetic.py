@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from lightning_modules.config import AddingData, CopyData
 from lightning_modules.data.base import SequenceData, to_split
+from lightning_modules.datasets.adding import AddingData
+from lightning_modules.datasets.copy import CopyData
 
 TEST_SEED = 10_000  # the test set is the same whatever the run's seed
 

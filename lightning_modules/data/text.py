@@ -13,13 +13,13 @@ from collections.abc import Iterator
 import fsspec
 import torch
 
-from lightning_modules.config import TextData
 from lightning_modules.data.base import (
     SequenceData,
     SequenceDataModule,
     Split,
     data_parallel_rank,
 )
+from lightning_modules.datasets.text import TextData
 from lightning_modules.sampling import Vocabulary
 
 VAL_START, TEST_START = 0.90, 0.95  # last 10% held out: 5% validation, 5% test

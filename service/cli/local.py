@@ -252,7 +252,8 @@ def data_inspect(
     block for a spec."""
     from pydantic import ValidationError
 
-    from lightning_modules.config import SequencesData, SpecError, format_validation_error
+    from lightning_modules.config import SpecError, format_validation_error
+    from lightning_modules.datasets.sequences import SequencesData
 
     given = {
         k: v

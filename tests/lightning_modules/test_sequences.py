@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from deploy.bundle.pyfunc import RecurrentModel
-from lightning_modules.config import SequencesData, TrainSpec
+from lightning_modules.config import TrainSpec
 from lightning_modules.data import build_data, build_datamodule
 from lightning_modules.data.sequence_files import DataFileError
+from lightning_modules.datasets.sequences import SequencesData
 from lightning_modules.training import data_info, load_module, train
 from tests.support.paths import ROOT
 from tests.support.sequence_data import (
@@ -72,7 +73,7 @@ def test_ratio_split_is_stratified_and_test_never_moves_with_seed(parquet):
     a, b = build_data(raw, seed=0), build_data(raw, seed=1)
     assert torch.equal(a.test.x, b.test.x) and torch.equal(a.test.y, b.test.y)
     assert not torch.equal(a.val.x, b.val.x)  # validation is carved by the run's seed
-    assert a.fingerprint() == b.fingerprint()
+    assert a.digest == b.digest
     counts = torch.bincount(a.test.y, minlength=3).float()
     total = torch.bincount(torch.cat([a.train.y, a.val.y, a.test.y]), minlength=3).float()
     assert torch.allclose(counts / counts.sum(), total / total.sum(), atol=0.03)
@@ -86,7 +87,7 @@ def test_per_feature_list_columns_and_folder_of_parquet_files(tmp_path, sensors)
     assert len(data.train) + len(data.val) + len(data.test) == len(xs)
     assert data.extras["preprocessing"]["feature_names"] == ["a", "b"]
     glob = build_data(cfg(f"{tmp_path}/ds/*.parquet", feature_columns=["a", "b"]), seed=0)
-    assert glob.fingerprint() != data.fingerprint()  # a different url is a different source
+    assert glob.digest != data.digest  # a different url is a different source
     assert torch.equal(glob.test.x, data.test.x)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lightning_modules.config import Folds, Holdout, SequencesData
 from lightning_modules.data.splits import (
     MIN_HOLDOUT,
     MIN_SELECT,
@@ -13,6 +12,7 @@ from lightning_modules.data.splits import (
     ratio_split,
     stratified_folds,
 )
+from lightning_modules.datasets.sequences import Folds, Holdout, SequencesData
 
 
 def _labels(counts: dict[str, int]) -> np.ndarray:

@@ -132,7 +132,10 @@ def test_champion_registered_and_pyfunc_reproduces_test_accuracy(asha_job, mlflo
     assert champion.tags["trial_id"] == trial_run.data.tags["rnntune.trial_id"]
     assert champion.tags["job_id"] == summary.job_id
     assert champion.tags["parent_run_id"] == summary.parent_run_id
-    assert "/checkpoint_" in champion.tags["checkpoint"] and champion.tags["data_fingerprint"]
+    assert "/checkpoint_" in champion.tags["checkpoint"]
+    # one identity of the data: the parent's dataset input and the registry's fingerprint
+    inputs = client.get_run(summary.parent_run_id).inputs.dataset_inputs
+    assert [d.dataset.digest for d in inputs] == [champion.tags["data_fingerprint"]]
     assert trial_run.data.metrics["best_val_acc"] == summary.best_metric
     assert trial_run.info.status == "FINISHED" and "test_acc" in trial_run.data.metrics
     parent = client.get_run(summary.parent_run_id)
