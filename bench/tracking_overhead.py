@@ -64,9 +64,9 @@ from tune_harness import (
     versions,
 )
 
-from tune.driver import JobSummary
 from tune.outcome import PARENT_TAG
 from tune.spec import JobSpec, parse_job_spec
+from tune.summary import JobSummary
 from tune.trial_logger import MlflowTrialLogger
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -30,8 +30,10 @@ from ray import tune as ray_tune
 import tune.driver
 from lightning_modules.metrics import REPORTED
 from tune.cluster import ensure_ray
-from tune.driver import JobSummary, resolve_storage, run_job
+from tune.driver import run_job
 from tune.spec import JobSpec
+from tune.storage import resolve_storage
+from tune.summary import JobSummary
 from tune.tracking import setup_tracking
 
 # Loopback only, no usage stats, no auth token: a private single-machine Ray, as in the tests.

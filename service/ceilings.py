@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from lightning_modules.datasets import dataset_of
 from service.settings import Settings
-from tune.spec import JobSpec, candidate_values
+from tune.space import candidate_values
+from tune.spec import JobSpec
 
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "gru": 3, "lstm": 4}
 

@@ -20,7 +20,8 @@ from service.ray_jobs import RayJobMissing, RayJobs, RayUnavailable
 from service.settings import Settings
 from service.store import ACTIVE, FAILED, PENDING, STOPPED, Job, JobStore, OverQuota
 from tune.policy import PolicyViolation
-from tune.spec import JobSpec, new_job_id, trial_count
+from tune.space import trial_count
+from tune.spec import JobSpec, new_job_id
 
 log = logging.getLogger("rnntune.service")
 

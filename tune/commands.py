@@ -62,8 +62,9 @@ def run(
     from tune.cluster import start_early
 
     start_early(logging.INFO if verbose else logging.WARNING)  # Ray starts while we import
-    from tune.driver import format_summary, run_job
+    from tune.driver import run_job
     from tune.protocol import process_start
+    from tune.summary import format_summary
 
     # budget.time_budget_s counts from this process's start: what the user waits for
     summary = run_job(job, job_id=job_id, verbose=verbose, started_at=process_start())
@@ -80,7 +81,9 @@ def resume(
     ] = False,
 ) -> int:
     """Resume an interrupted job from its storage; it continues the same MLflow parent run."""
-    from tune.driver import format_summary, load_stored_spec, run_job
+    from tune.driver import run_job
+    from tune.storage import load_stored_spec
+    from tune.summary import format_summary
 
     job = load_stored_spec(storage, job_id)
     summary = run_job(job, job_id=job_id, resume=True, verbose=verbose)

@@ -13,7 +13,8 @@ from ray import tune as ray_tune
 
 from tune import outcome as O
 from tune.report import short
-from tune.spec import Distribution, JobSpec, trial_count
+from tune.space import Distribution, trial_count
+from tune.spec import JobSpec
 from tune.trial_logger import MlflowTrialLogger
 
 LOG_EVERY_S = 30.0  # status lines when the output is not a terminal (a job's driver log)

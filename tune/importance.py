@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tune import report
-from tune.spec import Choice, Grid, JobSpec, LogUniform, RandInt, Uniform
+from tune.space import Choice, Grid, LogUniform, RandInt, Uniform
+from tune.spec import JobSpec
 
 MIN_TRIALS = 4  # fewer cannot separate one parameter's effect from another's
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from lightning_modules.config import TrainerConfig
 from lightning_modules.data.splits import ValidationPlan
-from tune.spec import Choice, JobSpec, SchedulerConfig
+from tune.space import Choice
+from tune.spec import JobSpec, SchedulerConfig
 
 # A trial's default length: the reference runs (a bi-GRU-64 on 40 sequences, batch 8,
 # 100 epochs: 500 steps; on 270 sequences, 30 epochs of batch 32: 270 steps) reach their

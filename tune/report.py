@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tune.spec import Choice, Distribution, Grid, JobSpec, LogUniform
+from tune.space import Choice, Distribution, Grid, LogUniform
+from tune.spec import JobSpec
 from tune.trials import NON_FINITE
 
 

@@ -17,7 +17,8 @@ from ray.tune.schedulers import (
 )
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 
-from tune.spec import Choice, Grid, JobSpec, LogUniform, RandInt, SearchValue, Uniform
+from tune.space import Choice, Grid, LogUniform, RandInt, SearchValue, Uniform
+from tune.spec import JobSpec
 
 
 def to_tune(dist: SearchValue, grid: bool = False) -> Any:

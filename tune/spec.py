@@ -7,13 +7,12 @@ distribution, and the search, scheduler, budget, resources, storage, tracking an
 
 from __future__ import annotations
 
-import math
 import secrets
 import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from lightning_modules.config import (
     ModelConfig,
@@ -25,39 +24,21 @@ from lightning_modules.config import (
     read_spec_file,
     validate_spec,
 )
-from lightning_modules.datasets import DataConfig, dataset_of
+from lightning_modules.datasets import DataConfig
 from lightning_modules.metrics import DEFAULT_MONITOR, better_mode
-
-Scalar = bool | int | float | str | None
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Choice(_Strict):
-    choice: list[Scalar] = Field(min_length=1)
-
-
-class Grid(_Strict):
-    grid: list[Scalar] = Field(min_length=1)
-
-
-class Uniform(_Strict):
-    uniform: tuple[float, float]
-
-
-class LogUniform(_Strict):
-    loguniform: tuple[float, float]
-
-
-class RandInt(_Strict):
-    randint: tuple[int, int]
-    """Integers from low to high, both included."""
-
-
-Distribution = Choice | Grid | Uniform | LogUniform | RandInt
-SearchValue = Distribution | Scalar
+from lightning_modules.sections import Section
+from tune.space import (
+    Choice,
+    Distribution,
+    Grid,
+    LogUniform,
+    RandInt,
+    SearchValue,
+    Uniform,
+    candidate_values,
+    default_search_space,
+    describe_range,
+)
 
 SEARCHABLE = set(ModelConfig.model_fields) | set(OptimConfig.model_fields) | {"seed", "patience"}
 PBT_MUTABLE = ("lr", "grad_clip", "dropout")
@@ -69,27 +50,7 @@ PBT_DEFAULT_RANGES: dict[str, Distribution] = {
 }
 
 
-def describe_range(dist: SearchValue) -> str:
-    """`loguniform(0.0001, 0.1)`, `choice(0.01, 0.1)`: a distribution as the spec writes it."""
-    if isinstance(dist, Distribution):
-        (kind, values), *_ = dist.model_dump().items()
-        return f"{kind}({', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in values)})"
-    return repr(dist)
-
-
-def candidate_values(dist: SearchValue) -> list[Scalar]:
-    """Values that stand for a distribution when checking it: every option, or both ends."""
-    match dist:
-        case Choice(choice=v) | Grid(grid=v):
-            return list(v)
-        case (
-            Uniform(uniform=(lo, hi)) | LogUniform(loguniform=(lo, hi)) | RandInt(randint=(lo, hi))
-        ):
-            return [lo, hi]
-    return [dist]
-
-
-class SearchConfig(_Strict):
+class SearchConfig(Section):
     algorithm: Literal["random", "grid", "optuna"] = "random"
     """`grid` tries every combination of `grid`/`choice` values (x num_samples); `optuna` is TPE."""
     num_samples: int | None = Field(None, ge=1, le=10_000)
@@ -99,7 +60,7 @@ class SearchConfig(_Strict):
     seed: int | None = 0
 
 
-class SchedulerConfig(_Strict):
+class SchedulerConfig(Section):
     name: Literal["fifo", "asha", "hyperband", "median", "pbt"] = "asha"
     grace_period: int = Field(1, ge=1)
     """asha/median: epochs a trial always gets before it can be stopped."""
@@ -114,7 +75,7 @@ class SchedulerConfig(_Strict):
     2.60 with function trainables in small populations; off by default)."""
 
 
-class BudgetConfig(_Strict):
+class BudgetConfig(Section):
     max_epochs: int | None = Field(None, ge=1)
     """Epochs per trial (the top of the schedulers' range); default: trainer.max_epochs."""
     time_budget_s: float | None = Field(None, gt=0)
@@ -122,7 +83,7 @@ class BudgetConfig(_Strict):
     until what is left is what testing and registering the final model take."""
 
 
-class ResourcesConfig(_Strict):
+class ResourcesConfig(Section):
     cpus: float = Field(1.0, gt=0)
     gpus: float = Field(0.0, ge=0)
     """Per trial; fractions share a GPU between trials."""
@@ -143,7 +104,7 @@ def embedded_tracking_uri(root: str | Path = DEFAULT_STORAGE) -> str:
     return f"sqlite:///{(Path(root) / 'mlflow.db').resolve()}"
 
 
-class StorageConfig(_Strict):
+class StorageConfig(Section):
     url: str = DEFAULT_STORAGE
     """Checkpoints and Tune state: a local folder or any fsspec URL (s3://, gs://, ...)."""
     keep_checkpoints: int = Field(2, ge=1)
@@ -152,14 +113,14 @@ class StorageConfig(_Strict):
     """Retries of a trial that crashed (from its last checkpoint)."""
 
 
-class TrackingConfig(_Strict):
+class TrackingConfig(Section):
     uri: str | None = None
     """MLflow tracking URI; default: an embedded SQLite file next to local storage."""
     experiment: str | None = None
     """MLflow experiment; default: the job name."""
 
 
-class RegistryConfig(_Strict):
+class RegistryConfig(Section):
     model_name: str | None = None
     """Registered model name; default: the job name."""
     enabled: bool = True
@@ -170,7 +131,7 @@ class RegistryConfig(_Strict):
     sequence, for the epoch count the folds chose, within the job's budget."""
 
 
-class JobSpec(_Strict):
+class JobSpec(Section):
     """One search job. `rnntune schema` prints its JSON schema."""
 
     name: str = Field("rnntune", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -376,30 +337,6 @@ def _fields_set(section: Any) -> set[str]:
 JOB_ONLY_SECTIONS = frozenset(JobSpec.model_fields) - frozenset(TrainSpec.model_fields)
 
 
-def default_search_space(dataset: str) -> dict[str, SearchValue]:
-    """The dataset's default search space (its registry entry, `lightning_modules.datasets`)."""
-    space = dataset_of(dataset).search_space
-    return {k: _SEARCH_VALUE.validate_python(v) for k, v in space.items()}
-
-
-_SEARCH_VALUE: TypeAdapter[SearchValue] = TypeAdapter(SearchValue)
-
-
-def searching_line(spec: JobSpec) -> str:
-    """`searching: cell_type choice(gru, lstm), ...; trials: until the time budget is spent`:
-    what the job searches, said when it starts."""
-    searched = [
-        f"{k} {describe_range(v)}" for k, v in spec.space.items() if isinstance(v, Distribution)
-    ]
-    n = trial_count(spec)
-    trials = (
-        f"{n} trials"
-        if n is not None
-        else f"trials until the {spec.budget.time_budget_s:g} s budget is spent"
-    )
-    return f"searching: {', '.join(searched) or 'nothing (every value is fixed)'}; {trials}"
-
-
 def parse_job_spec(raw: Any, source: str = "spec") -> JobSpec:
     return validate_spec(JobSpec, raw, source)
 
@@ -436,20 +373,3 @@ def new_job_id(spec: JobSpec) -> str:
     """`<name>-<UTC date-time>-<4 hex>`: sortable, readable, and safe in paths and URLs."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     return f"{spec.name}-{stamp}-{secrets.token_hex(2)}"
-
-
-def trial_count(spec: JobSpec) -> int | None:
-    """Trials the search will run: the grid's size for grid search; else the samples times
-    the `grid:` axes, which Tune expands for every sample. None: until the budget is spent."""
-    if spec.search.algorithm == "grid":
-        return grid_size(spec)
-    if spec.samples < 0:
-        return None
-    axes = [len(d.grid) for d in spec.space.values() if isinstance(d, Grid)]
-    return math.prod(axes) * spec.samples
-
-
-def grid_size(spec: JobSpec) -> int:
-    """Trials a grid search will run (choice values count as grid axes)."""
-    sizes = [len(candidate_values(d)) for d in spec.space.values() if isinstance(d, (Grid, Choice))]
-    return math.prod(sizes) * spec.samples

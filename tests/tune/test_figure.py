@@ -8,7 +8,8 @@ import matplotlib
 import pytest
 
 from tune.report import TrialRow, _is_categorical, comparison_figure
-from tune.spec import Choice, LogUniform, RandInt, parse_job_spec
+from tune.space import Choice, LogUniform, RandInt
+from tune.spec import parse_job_spec
 
 matplotlib.use("Agg")
 

@@ -7,7 +7,8 @@ import pytest
 from lightning_modules.data.splits import plan_validation
 from tune import schedulers
 from tune.protocol import MIN_STEPS, adapt, final_reserve, search_time_budget, small_data_batch
-from tune.spec import Distribution, parse_job_spec, searching_line, trial_count
+from tune.space import Distribution, searching_line, trial_count
+from tune.spec import parse_job_spec
 
 SEQ = {"name": "sequences", "url": "d.parquet"}
 

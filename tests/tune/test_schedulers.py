@@ -20,7 +20,8 @@ from ray.tune.search.sample import Categorical, Float, Integer
 
 from tests.support.paths import ROOT
 from tune import schedulers as S
-from tune.spec import Choice, Grid, LogUniform, RandInt, Uniform, load_job_spec, parse_job_spec
+from tune.space import Choice, Grid, LogUniform, RandInt, Uniform
+from tune.spec import load_job_spec, parse_job_spec
 
 BASE = {"name": "t", "data": {"name": "digits"}}
 

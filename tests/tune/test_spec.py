@@ -6,7 +6,8 @@ import pytest
 
 from lightning_modules.config import SpecError
 from tests.support.paths import ROOT
-from tune.spec import Choice, JobSpec, LogUniform, grid_size, load_job_spec, parse_job_spec
+from tune.space import Choice, LogUniform, grid_size
+from tune.spec import JobSpec, load_job_spec, parse_job_spec
 
 BASE = {"name": "t", "data": {"name": "digits"}}
 
