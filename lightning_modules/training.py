@@ -24,7 +24,7 @@ from pytorch_lightning.strategies import Strategy
 
 from lightning_modules.base import RecurrentTask
 from lightning_modules.classifier import IGNORE, SequenceClassifier
-from lightning_modules.config import TrainSpec
+from lightning_modules.config import TrainerConfig, TrainSpec
 from lightning_modules.data import build_data, build_datamodule
 from lightning_modules.data.base import SequenceData
 from lightning_modules.data_info import DataInfo
@@ -155,33 +155,11 @@ def train(
     checkpoints to the caller's callbacks (Tune), and skips the test and diagnostics.
     `strategy`/`plugins` go to the Lightning Trainer, which `prepare` may then adjust.
     """
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t = spec.trainer
-    pl.seed_everything(t.seed, workers=True, verbose=False)
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    (out / "config.yaml").write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
-
+    out, t = _start(spec, output_dir), spec.trainer
     data = build_data(spec.data, t.seed)
     dm = build_datamodule(spec.data, data, spec.optim.batch_size, t.seed)
     module = TASK_MODULES[spec.task](spec, data_info(data))
-    monitor, mode = module.monitor, module.mode
-    # A refit (`data.validation: none`) holds nothing out: its last epoch is the model
-    refit = getattr(spec.data, "validation", None) == "none"
-    ckpt = ModelCheckpoint(
-        dirpath=str(out / "checkpoints"),
-        filename="best",
-        monitor=None if refit else monitor,
-        mode=mode,
-    )
-    history = _History()
-    cbs = [ckpt] if save_checkpoints else []
-    cbs += [history, *(callbacks or [])]
-    if t.patience and not refit:
-        cbs.append(
-            EarlyStopping(monitor=monitor, mode=mode, patience=t.patience, check_finite=True)
-        )
+    ckpt, history, cbs = _callbacks(spec, module, out, save_checkpoints, callbacks)
     trainer = build_trainer(
         spec, out, cbs, logger, enable_progress_bar, save_checkpoints, strategy, plugins
     )
@@ -194,36 +172,17 @@ def train(
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     elapsed = time.perf_counter() - start
     epochs = max(len(history.rows), trainer.current_epoch)
-    if module.diverged:
-        status = "diverged"
-    elif t.max_time_s and elapsed >= t.max_time_s:
-        status = "time_limit"
-    elif epochs < t.max_epochs:
-        status = "early_stopped"
-    else:
-        status = "completed"
-
+    status = _status(module, t, elapsed, epochs)
     best = ckpt.best_model_score
     best_val = float(best) if best is not None and math.isfinite(float(best)) else None
-    test: dict[str, float] = {}
-    norms: list[float] = []
-    if status != "diverged" and ckpt.best_model_path:
-        if run_test:
-            res = trainer.test(
-                module,
-                datamodule=dm,
-                ckpt_path=ckpt.best_model_path,
-                verbose=False,
-                weights_only=True,
-            )
-            test = {k: float(v) for k, v in res[0].items()} if res else {}
-        if t.diagnostics:  # on the best weights, as the test was
-            norms = _diagnose(load_module(ckpt.best_model_path), data, out)
-
+    test, norms = {}, []
+    if status != "diverged" and ckpt.best_model_path:  # on the best weights
+        test = _test(trainer, module, dm, ckpt.best_model_path) if run_test else {}
+        norms = _diagnose(load_module(ckpt.best_model_path), data, out) if t.diagnostics else []
     result = TrainResult(
         status=status,
         epochs=epochs,
-        monitor=monitor,
+        monitor=module.monitor,
         best_val=best_val,
         test=test,
         checkpoint=ckpt.best_model_path or None,
@@ -234,10 +193,62 @@ def train(
         grad_norms_over_time=norms,
         diverged_reason=module.diverged_reason,
     )
-    (out / "result.json").write_text(
-        json.dumps({**asdict(result), "versions": _versions()}, indent=2)
-    )
+    saved = {**asdict(result), "versions": _versions()}
+    (out / "result.json").write_text(json.dumps(saved, indent=2))
     return result
+
+
+def _start(spec: TrainSpec, output_dir: str | Path) -> Path:
+    """Seeds, threads, and the resolved spec saved in the run's folder (returned)."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(spec.trainer.seed, workers=True, verbose=False)
+    if spec.trainer.threads:
+        torch.set_num_threads(spec.trainer.threads)
+    (out / "config.yaml").write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
+    return out
+
+
+def _callbacks(
+    spec: TrainSpec,
+    module: RecurrentTask,
+    out: Path,
+    save_checkpoints: bool,
+    extra: list[pl.Callback] | None,
+) -> tuple[ModelCheckpoint, _History, list[pl.Callback]]:
+    """(the best-checkpoint keeper, the epoch history, every callback of the Trainer)."""
+    monitor, mode = module.monitor, module.mode
+    # A refit (`data.validation: none`) holds nothing out: its last epoch is the model
+    refit = getattr(spec.data, "validation", None) == "none"
+    ckpt = ModelCheckpoint(
+        dirpath=str(out / "checkpoints"),
+        filename="best",
+        monitor=None if refit else monitor,
+        mode=mode,
+    )
+    history = _History()
+    cbs = [ckpt] if save_checkpoints else []
+    cbs += [history, *(extra or [])]
+    patience = spec.trainer.patience
+    if patience and not refit:
+        cbs.append(EarlyStopping(monitor=monitor, mode=mode, patience=patience, check_finite=True))
+    return ckpt, history, cbs
+
+
+def _test(trainer: pl.Trainer, module: RecurrentTask, dm, best_path: str) -> dict[str, float]:
+    """The test split's metrics on the best checkpoint's weights."""
+    res = trainer.test(module, datamodule=dm, ckpt_path=best_path, verbose=False, weights_only=True)
+    return {k: float(v) for k, v in res[0].items()} if res else {}
+
+
+def _status(module: RecurrentTask, t: TrainerConfig, elapsed: float, epochs: int) -> str:
+    if module.diverged:
+        return "diverged"
+    if t.max_time_s and elapsed >= t.max_time_s:
+        return "time_limit"
+    if epochs < t.max_epochs:
+        return "early_stopped"
+    return "completed"
 
 
 def _versions() -> dict[str, str]:

@@ -197,34 +197,10 @@ class JobService:
         )
         updates: dict = {}
         stale: list[str] = []
-        wait = f"no answer within {self.settings.dependency_timeout_s:g} s"
         if ray is not None:
-            try:
-                status, message = ray.result(timeout=max(0.0, deadline - time.monotonic()))
-                updates.update(status=status, message=message)
-            except RayJobMissing:
-                if job.status == PENDING and _age_s(job) < self.settings.submission_grace_s:
-                    # Another replica may be submitting it this moment (stored first, then
-                    # submitted): not failed yet.
-                    stale.append("Ray: not submitted yet")
-                else:
-                    updates.update(
-                        status=FAILED, message="the Ray cluster has no record of this job"
-                    )
-            except RayUnavailable as e:
-                stale.append(f"Ray: {e}")
-            except TimeoutError:
-                stale.append(f"Ray: {wait}")
+            self._take_ray_answer(job, ray, deadline, updates, stale)
         if progress is not None:
-            try:
-                p = progress.result(timeout=max(0.0, deadline - time.monotonic()))
-                updates.update(_progress_fields(p, job.status))
-            except TimeoutError:
-                stale.append(f"MLflow: {wait}")
-                # A slow answer still lands in the store when it comes: the next read has it.
-                progress.add_done_callback(self._late_progress(job.id, job.status))
-            except Exception as e:  # noqa: BLE001 - MLflow down must not fail a status read
-                stale.append(f"MLflow: {str(e).strip().splitlines()[-1][:200] if str(e) else e}")
+            self._take_progress(job, progress, deadline, updates, stale)
         for problem in stale:
             log.warning("job %s not refreshed: %s", job.id, problem)
         if updates:
@@ -233,6 +209,40 @@ class JobService:
         with self._refreshed_lock:
             self._refreshed[job.id] = (self._refreshed.get(job.id, (0.0, None))[0], reason)
         return Synced(job, reason)
+
+    def _take_ray_answer(self, job: Job, ray, deadline: float, updates: dict, stale: list) -> None:
+        """Ray's status of the job into `updates`, or why it is stale into `stale`."""
+        try:
+            status, message = ray.result(timeout=max(0.0, deadline - time.monotonic()))
+            updates.update(status=status, message=message)
+        except RayJobMissing:
+            if job.status == PENDING and _age_s(job) < self.settings.submission_grace_s:
+                # Another replica may be submitting it this moment (stored first, then
+                # submitted): not failed yet.
+                stale.append("Ray: not submitted yet")
+            else:
+                updates.update(status=FAILED, message="the Ray cluster has no record of this job")
+        except RayUnavailable as e:
+            stale.append(f"Ray: {e}")
+        except TimeoutError:
+            stale.append(f"Ray: {self._no_answer()}")
+
+    def _take_progress(
+        self, job: Job, progress, deadline: float, updates: dict, stale: list
+    ) -> None:
+        """MLflow's progress of the job into `updates`, or why it is stale into `stale`."""
+        try:
+            p = progress.result(timeout=max(0.0, deadline - time.monotonic()))
+            updates.update(_progress_fields(p, job.status))
+        except TimeoutError:
+            stale.append(f"MLflow: {self._no_answer()}")
+            # A slow answer still lands in the store when it comes: the next read has it.
+            progress.add_done_callback(self._late_progress(job.id, job.status))
+        except Exception as e:  # noqa: BLE001 - MLflow down must not fail a status read
+            stale.append(f"MLflow: {str(e).strip().splitlines()[-1][:200] if str(e) else e}")
+
+    def _no_answer(self) -> str:
+        return f"no answer within {self.settings.dependency_timeout_s:g} s"
 
     def _recent_refresh(self, job_id: str) -> tuple[float, str | None] | None:
         """The job's last refresh if it started within `refresh_interval_s`; else None, and

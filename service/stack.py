@@ -302,7 +302,7 @@ def up(
     users live in SQLite files, or on the PostgreSQL server at `database_url`.
     """
     from deploy.serving.mlflow_users import create_user
-    from service.auth import hash_token, new_token
+    from service.auth import new_token
 
     root = home() / "stack"
     if (state := load_stack()) is not None and any(c.alive() for c in state.components):
@@ -314,11 +314,7 @@ def up(
     ]
     token, ray_token = new_token(), new_token()
     stack_tmp = tempfile.mkdtemp(prefix="rnt-")  # short: Ray's socket paths must fit 107 bytes
-    tokens_file = root / "tokens.json"
-    tokens_file.write_text(
-        json.dumps([{"user": _user(), "role": "admin", "sha256": hash_token(token)}])
-    )
-    tokens_file.chmod(0o600)
+    tokens_file = _write_tokens(root, token)
     databases = stack_databases(database_url, root)
     auth = MlflowAuth(new_token(), new_token(), databases["mlflow_auth"])
     reader = (_user(), new_token())
@@ -346,22 +342,22 @@ def up(
         stop(*started)
         shutil.rmtree(stack_tmp, ignore_errors=True)
         raise
-    stack = Stack(
-        service.url,
-        token,
-        ray_head.url,
-        ray_token,
-        mlflow.url,
-        str(root),
-        stack_tmp,
-        started,
-        allowed,
-        auth,
-        reader,
-        databases,
-    )
+    urls = (service.url, token, ray_head.url, ray_token, mlflow.url, str(root), stack_tmp)
+    stack = Stack(*urls, started, allowed, auth, reader, databases)
     save_stack(stack)
     return stack
+
+
+def _write_tokens(root: Path, token: str) -> Path:
+    """The service's token file: the caller as admin (only the token's hash is kept)."""
+    from service.auth import hash_token
+
+    tokens_file = root / "tokens.json"
+    tokens_file.write_text(
+        json.dumps([{"user": _user(), "role": "admin", "sha256": hash_token(token)}])
+    )
+    tokens_file.chmod(0o600)
+    return tokens_file
 
 
 def save_stack(stack: Stack) -> None:

@@ -283,8 +283,7 @@ def _log_and_register(
     """Tests the checkpoint, logs the pyfunc on the winning trial's run and creates its version."""
     # torch and Lightning only here, after the search: a job's start does not wait for them
     # (the driver imports them in the background while its trials run, `tune.driver`)
-    from deploy.bundle.pyfunc import MODEL_FILE, save_bundle
-    from lightning_modules.training import data_info, load_module
+    from lightning_modules.training import load_module
 
     module = load_module(checkpoint)
     trial_spec = module.spec
@@ -295,26 +294,9 @@ def _log_and_register(
     metrics = {k: float(v) for k, v in module.evaluate(dm.test_dataloader()).items()}
     tname, mode = test_name(monitor[0]), monitor[1]
     fingerprint = data.digest
-    tags = {
-        "job_id": job_id,
-        "dataset": trial_spec.data.name,
-        "data_fingerprint": fingerprint,
-        "metric": tname,
-        "mode": mode,
-        "metric_names": json.dumps(sorted(metrics)),
-        **{k: repr(v) for k, v in metrics.items()},
-        "config": json.dumps(trial_spec.applied_settings()),
-        # Cross-validated trials: the k fold models, their probabilities (values) averaged
-        "final_model": lineage.final_model
-        or (
-            f"ensemble of {module.data_info.ensemble} fold models"
-            if module.data_info.ensemble > 1
-            else "single model"
-        ),
-        "parent_run_id": parent_run_id,
-        **({"trial_id": lineage.trial_id} if lineage.trial_id else {}),
-        **({"checkpoint": lineage.checkpoint_uri} if lineage.checkpoint_uri else {}),
-    }
+    tags = _version_tags(
+        module, metrics, (tname, mode), fingerprint, job_id, parent_run_id, lineage
+    )
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
     client.log_batch(
@@ -335,18 +317,7 @@ def _log_and_register(
             ),
             context="train/val/test",
         )
-        bundle = save_bundle(module.net, trial_spec, data_info(data), Path(tmp) / MODEL_FILE)
-        example, signature = _example_and_signature(module, data, trial_spec.task)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            # Model from code: loading runs deploy/bundle/model_code.py, no cloudpickled object.
-            python_model=str(BUNDLE / "model_code.py"),
-            artifacts={"model": str(bundle)},
-            code_paths=[str(Path(lightning_modules.__file__).parent), _bundle_code(Path(tmp))],
-            signature=signature,
-            input_example=example,
-            pip_requirements=serving_requirements(),
-        )
+        info = _log_pyfunc(module, data, Path(tmp))
         mlflow.log_metrics(metrics)
         version = mlflow.register_model(info.model_uri, name, tags=tags)
     if lineage.run_id and ended.end_time:  # the trial's run ends as and when it had ended
@@ -354,6 +325,54 @@ def _log_and_register(
             source_run, RunStatus.from_string(ended.status), ended.end_time, None
         )
     return version
+
+
+def _version_tags(
+    module,
+    metrics: dict,
+    test: tuple[str, str],
+    fingerprint: str,
+    job_id: str,
+    parent: str,
+    lineage,
+) -> dict[str, str]:
+    """What a model version says of itself: its job, data, test metrics, settings, lineage."""
+    spec, folds = module.spec, module.data_info.ensemble
+    return {
+        "job_id": job_id,
+        "dataset": spec.data.name,
+        "data_fingerprint": fingerprint,
+        "metric": test[0],
+        "mode": test[1],
+        "metric_names": json.dumps(sorted(metrics)),
+        **{k: repr(v) for k, v in metrics.items()},
+        "config": json.dumps(spec.applied_settings()),
+        # Cross-validated trials: the k fold models, their probabilities (values) averaged
+        "final_model": lineage.final_model
+        or (f"ensemble of {folds} fold models" if folds > 1 else "single model"),
+        "parent_run_id": parent,
+        **({"trial_id": lineage.trial_id} if lineage.trial_id else {}),
+        **({"checkpoint": lineage.checkpoint_uri} if lineage.checkpoint_uri else {}),
+    }
+
+
+def _log_pyfunc(module, data, folder: Path):
+    """Logs the model (its bundle, code, signature, requirements) to the active run."""
+    from deploy.bundle.pyfunc import MODEL_FILE, save_bundle
+    from lightning_modules.training import data_info
+
+    bundle = save_bundle(module.net, module.spec, data_info(data), folder / MODEL_FILE)
+    example, signature = _example_and_signature(module, data, module.spec.task)
+    return mlflow.pyfunc.log_model(
+        name="model",
+        # Model from code: loading runs deploy/bundle/model_code.py, no cloudpickled object.
+        python_model=str(BUNDLE / "model_code.py"),
+        artifacts={"model": str(bundle)},
+        code_paths=[str(Path(lightning_modules.__file__).parent), _bundle_code(folder)],
+        signature=signature,
+        input_example=example,
+        pip_requirements=serving_requirements(),
+    )
 
 
 @contextlib.contextmanager

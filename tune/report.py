@@ -189,7 +189,6 @@ def comparison_figure(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FuncFormatter
 
     space = {k: v for k, v in spec.space.items() if isinstance(v, Distribution)}
     names = list(space) or ["hidden_size"]
@@ -201,51 +200,8 @@ def comparison_figure(
     fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.6 * nrows), squeeze=False)
     flat = list(axes.flat)
     for ax, name in zip(flat, names, strict=False):
-        values = [_value(r, name) for r in rows]
-        dist = space.get(name)
-        positions = None  # category -> x, for categorical axes
-        if _is_categorical(dist, [v for v in values if v is not None]):
-            order = sorted({str(v) for v in values if v is not None}, key=_natural)
-            positions = {v: i for i, v in enumerate(order)}
-            ax.set_xticks(range(len(order)), order)
-            ax.set_xlim(-0.5, max(len(order), 1) - 0.5)
-        elif isinstance(dist, LogUniform):
-            ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(  # 2 and 5 of each decade: 0.002, 0.005, 0.01
-                FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}".lstrip("0.")[:1] in "25" else "")
-            )
-        for i, r in enumerate(rows):
-            v = _value(r, name)
-            if v is None:
-                continue
-            # categories: a small spread, so trials with one value do not hide each other
-            x = v if positions is None else positions[str(v)] + 0.06 * ((i % 5) - 2)
-            ax.scatter(
-                x,
-                r.best,
-                color=colors[r.cell_type],
-                marker=MARKERS.get(r.end, "o"),
-                s=36,
-                alpha=0.85,
-            )
-        ax.set_xlabel(name)
-        ax.set_ylabel(f"best {metric}")
-        ax.grid(alpha=0.3)
-    ax = flat[len(names)]
-    top = sorted(rows, key=lambda r: -r.best if mode == "max" else r.best)[:5]
-    for rank, r in enumerate(top):
-        epochs = range(1, len(r.curve) + 1)
-        values = " ".join(short(r.params.get(k)) for k in names[:3])
-        label = f"#{rank + 1} {values}: {r.best:.4f}"
-        ax.plot(epochs, r.curve, color=plt.cm.Dark2(rank), marker=".", label=label)
-        if r.end == "early_stopped":
-            ax.plot(len(r.curve), r.curve[-1], color=plt.cm.Dark2(rank), marker="x", ms=9)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
-    ax.set_title("learning curves of the top 5 trials", fontsize=10)
-    ax.legend(fontsize=7, loc="best", title=" ".join(names[:3]), title_fontsize=7)
-    ax.grid(alpha=0.3)
+        _parameter_panel(ax, rows, name, space.get(name), colors, metric)
+    _curves_panel(flat[len(names)], rows, names, metric, mode)
     for ax in flat[n:]:
         ax.axis("off")
     handles = [Line2D([], [], color=colors[c], marker="o", ls="", label=c) for c in cells]
@@ -264,6 +220,54 @@ def comparison_figure(
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def _parameter_panel(ax, rows: list[TrialRow], name: str, dist, colors: dict, metric: str):
+    """Each trial's best value against one searched parameter."""
+    from matplotlib.ticker import FuncFormatter
+
+    values = [_value(r, name) for r in rows]
+    positions = None  # category -> x, for categorical axes
+    if _is_categorical(dist, [v for v in values if v is not None]):
+        order = sorted({str(v) for v in values if v is not None}, key=_natural)
+        positions = {v: i for i, v in enumerate(order)}
+        ax.set_xticks(range(len(order)), order)
+        ax.set_xlim(-0.5, max(len(order), 1) - 0.5)
+    elif isinstance(dist, LogUniform):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(  # 2 and 5 of each decade: 0.002, 0.005, 0.01
+            FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}".lstrip("0.")[:1] in "25" else "")
+        )
+    for i, (r, v) in enumerate(zip(rows, values, strict=True)):
+        if v is None:
+            continue
+        # categories: a small spread, so trials with one value do not hide each other
+        x = v if positions is None else positions[str(v)] + 0.06 * ((i % 5) - 2)
+        marker = MARKERS.get(r.end, "o")
+        ax.scatter(x, r.best, color=colors[r.cell_type], marker=marker, s=36, alpha=0.85)
+    ax.set_xlabel(name)
+    ax.set_ylabel(f"best {metric}")
+    ax.grid(alpha=0.3)
+
+
+def _curves_panel(ax, rows: list[TrialRow], names: list[str], metric: str, mode: str) -> None:
+    """The learning curves of the top five trials, each its own colour."""
+    import matplotlib.pyplot as plt
+
+    top = sorted(rows, key=lambda r: -r.best if mode == "max" else r.best)[:5]
+    for rank, r in enumerate(top):
+        epochs = range(1, len(r.curve) + 1)
+        values = " ".join(short(r.params.get(k)) for k in names[:3])
+        label = f"#{rank + 1} {values}: {r.best:.4f}"
+        ax.plot(epochs, r.curve, color=plt.cm.Dark2(rank), marker=".", label=label)
+        if r.end == "early_stopped":
+            ax.plot(len(r.curve), r.curve[-1], color=plt.cm.Dark2(rank), marker="x", ms=9)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title("learning curves of the top 5 trials", fontsize=10)
+    ax.legend(fontsize=7, loc="best", title=" ".join(names[:3]), title_fontsize=7)
+    ax.grid(alpha=0.3)
 
 
 def _value(row: TrialRow, name: str):

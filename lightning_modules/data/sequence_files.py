@@ -310,7 +310,25 @@ def read_npz(fs, path: str, cfg: SequencesData) -> RawSequences:
     for key in ("x", "y"):
         if key not in arrays:
             raise DataFileError(f"data.url: {path}: no array {key!r} (arrays: {sorted(arrays)})")
-    x, y = arrays["x"], arrays["y"]
+    y, seqs = arrays["y"], _npz_sequences(arrays, path)
+    if len(y) != len(seqs):
+        raise DataFileError(f"data.url: {path}: {len(seqs)} sequences in 'x' but {len(y)} in 'y'")
+    if cfg.task == "regression":
+        y = np.asarray(y, dtype=np.float32).reshape(len(y), -1)
+    width = seqs[0].shape[1] if seqs else 1
+    names = [f"f{i}" for i in range(width)] if width > 1 else ["x"]
+    split = arrays.get(cfg.split_column) if cfg.split_column else None
+    if cfg.split_column and split is None:
+        raise DataFileError(f"data.url: {path}: no array {cfg.split_column!r} (the split column)")
+    return RawSequences(
+        seqs, y, names, [f"{path} sequence {i}" for i in range(len(seqs))], split, [path]
+    )
+
+
+def _npz_sequences(arrays: dict, path: str) -> list[np.ndarray]:
+    """The (T_i, F) sequences of an .npz file's `x`: ragged (an object array) or padded with
+    `lengths`."""
+    x = arrays["x"]
     if x.dtype == object:
         seqs = [np.asarray(s, dtype=np.float32) for s in x]
         seqs = [s[:, None] if s.ndim == 1 else s for s in seqs]
@@ -342,18 +360,7 @@ def read_npz(fs, path: str, cfg: SequencesData) -> RawSequences:
                 f"range {lengths.min(initial=0)}..{lengths.max(initial=0)}"
             )
         seqs = [x[i, : lengths[i]].astype(np.float32) for i in range(len(x))]
-    if len(y) != len(seqs):
-        raise DataFileError(f"data.url: {path}: {len(seqs)} sequences in 'x' but {len(y)} in 'y'")
-    if cfg.task == "regression":
-        y = np.asarray(y, dtype=np.float32).reshape(len(y), -1)
-    width = seqs[0].shape[1] if seqs else 1
-    names = [f"f{i}" for i in range(width)] if width > 1 else ["x"]
-    split = arrays.get(cfg.split_column) if cfg.split_column else None
-    if cfg.split_column and split is None:
-        raise DataFileError(f"data.url: {path}: no array {cfg.split_column!r} (the split column)")
-    return RawSequences(
-        seqs, y, names, [f"{path} sequence {i}" for i in range(len(seqs))], split, [path]
-    )
+    return seqs
 
 
 READERS = {"parquet": read_parquet, "csv": read_csv, "npz": read_npz}
