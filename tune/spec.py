@@ -24,7 +24,7 @@ from lightning_modules.config import (
     read_spec_file,
     validate_spec,
 )
-from lightning_modules.datasets import DataConfig
+from lightning_modules.datasets import DATASETS, DataConfig
 from lightning_modules.metrics import DEFAULT_MONITOR, better_mode
 from lightning_modules.sections import Section
 from tune.space import (
@@ -162,7 +162,7 @@ class JobSpec(Section):
             return raw
         data = raw.get("data")
         name = data.get("name") if isinstance(data, dict) else getattr(data, "name", None)
-        if not isinstance(name, str):
+        if name not in DATASETS:
             return raw  # the data section's own error says what is wrong
         fixed = {k for section in ("model", "optim") for k in _fields_set(raw.get(section))}
         space = {k: v for k, v in default_search_space(name).items() if k not in fixed}

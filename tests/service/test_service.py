@@ -179,9 +179,12 @@ def api(stack, tmp_path_factory, request):
 def test_up_prints_addresses_and_token(stack):
     state, _, out = stack
     assert state.token in out and state.url in out and state.tracking_uri in out
-    ready = requests.get(f"{state.url}/readyz", timeout=30)
     ready_body = {"ready": True, "database": "ok", "ray": "ok", "mlflow": "ok"}
-    assert ready.status_code == 200 and ready.json() == ready_body
+    deadline = time.monotonic() + 60  # a dependency slow to answer under load is not ready yet
+    while (ready := requests.get(f"{state.url}/readyz", timeout=30)).status_code != 200:
+        assert time.monotonic() < deadline, ready.json()
+        time.sleep(1)
+    assert ready.json() == ready_body
     # Ray's Jobs API itself only answers with the stack's Ray token (the service sends it).
     anonymous = requests.get(f"{state.ray_address}/api/jobs/", timeout=30)
     assert anonymous.status_code == 401

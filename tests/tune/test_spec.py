@@ -119,3 +119,9 @@ def test_job_names_settings_some_trials_cannot_use():
     assert "resources.cpus (1)" in notes[1]
     stacked = parse_job_spec({"data": {"name": "digits"}, "search_space": {"num_layers": 2}})
     assert stacked.ignored_settings() == []
+
+
+@pytest.mark.parametrize("name", ["AAA", 7, None])
+def test_an_unknown_dataset_is_named_not_a_crash(name):
+    with pytest.raises(SpecError, match="data"):
+        parse_job_spec({"data": {"name": name, "url": "x"}})
