@@ -162,7 +162,7 @@ class JobSpec(Section):
             return raw
         data = raw.get("data")
         name = data.get("name") if isinstance(data, dict) else getattr(data, "name", None)
-        if name not in DATASETS:
+        if not isinstance(name, str) or name not in DATASETS:
             return raw  # the data section's own error says what is wrong
         fixed = {k for section in ("model", "optim") for k in _fields_set(raw.get(section))}
         space = {k: v for k, v in default_search_space(name).items() if k not in fixed}

@@ -121,7 +121,7 @@ def test_job_names_settings_some_trials_cannot_use():
     assert stacked.ignored_settings() == []
 
 
-@pytest.mark.parametrize("name", ["AAA", 7, None])
+@pytest.mark.parametrize("name", ["AAA", 7, None, {}, []])
 def test_an_unknown_dataset_is_named_not_a_crash(name):
     with pytest.raises(SpecError, match="data"):
         parse_job_spec({"data": {"name": name, "url": "x"}})
