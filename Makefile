@@ -24,9 +24,11 @@ demo: setup
 	RAY_USAGE_STATS_ENABLED=0 $(BIN)/rnntune run examples/mnist1d.yaml
 
 # Everything: unit, integration (real MLflow, Ray, the service on loopback) and learning tests,
-# on two pytest-xdist workers; `worksteal`: a worker that runs out takes the other's queued tests.
+# on two pytest-xdist workers (`worksteal`: a worker that runs out takes the other's queued
+# tests), then the few marked `serial` alone.
 test: setup
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not serial" --durations=15
+	$(BIN)/python -m pytest -q -m serial
 
 # The unit tier (about 75 s on 2 cores): no test marked slow, two pytest workers (xdist).
 test-fast: setup

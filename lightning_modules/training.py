@@ -27,6 +27,7 @@ from lightning_modules.classifier import IGNORE, SequenceClassifier
 from lightning_modules.config import TrainerConfig, TrainSpec
 from lightning_modules.data import build_data, build_datamodule
 from lightning_modules.data.base import SequenceData
+from lightning_modules.data.identity import data_digest
 from lightning_modules.data_info import DataInfo
 from lightning_modules.diagnostics import gradient_norms_over_time, plot_gradient_norms
 from lightning_modules.language_model import CharLanguageModel
@@ -188,7 +189,7 @@ def train(
         checkpoint=ckpt.best_model_path or None,
         output_dir=str(out),
         train_time_s=round(elapsed, 3),
-        data_fingerprint=data.digest,
+        data_fingerprint=data_digest(spec.data),
         history=history.rows,
         grad_norms_over_time=norms,
         diverged_reason=module.diverged_reason,

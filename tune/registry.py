@@ -30,6 +30,7 @@ import lightning_modules
 from deploy.bundle.inputs import LM_PARAMS
 from deploy.bundle.requirements import serving_requirements
 from lightning_modules.data import build_data, build_datamodule
+from lightning_modules.data.identity import data_digest
 from lightning_modules.metrics import test_name
 from tune import compat
 from tune.outcome import REGISTERED_TAG
@@ -293,7 +294,7 @@ def _log_and_register(
     )
     metrics = {k: float(v) for k, v in module.evaluate(dm.test_dataloader()).items()}
     tname, mode = test_name(monitor[0]), monitor[1]
-    fingerprint = data.digest
+    fingerprint = data_digest(trial_spec.data)
     tags = _version_tags(
         module, metrics, (tname, mode), fingerprint, job_id, parent_run_id, lineage
     )

@@ -90,8 +90,6 @@ class SequenceData:
     seq_len: int
     extras: dict = field(default_factory=dict)
     """Dataset-specific artefacts saved with the model (e.g. the text vocabulary)."""
-    digest: str = ""
-    """The data's identity (`lightning_modules.data.identity`), stamped by `build_data`."""
     folds: np.ndarray | None = None
     """Cross-validation: the fold (0..k-1) of every training example; `val` is then `train`
     (each fold is scored by the model trained on the others)."""

@@ -1,5 +1,5 @@
-"""The user's data url travels one way from the spec to the batches: no module it passes
-through is called again by a module further along its path."""
+"""The user's data url travels one way from the spec to the batches and visits each module
+once: the modules it passes through form a tree, each entered from one module only."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ def _url_path(cfg: SequencesData) -> dict[tuple[str, str], str]:
             return
         module = frame.f_globals.get("__name__", "")
         if not module.startswith("lightning_modules"):
+            return
+        if frame.f_locals.get("self") is cfg:  # the spec's own properties: reading it
             return
         values = frame.f_locals.values()
         if any(v is cfg or (isinstance(v, str) and v == cfg.url) for v in values):
@@ -68,14 +70,18 @@ def test_the_data_url_goes_one_way_from_spec_to_batches(tmp_path, reader):
     path = write_parquet(tmp_path / "data.parquet", xs, labels)
     edges = _url_path(SequencesData(url=str(path), reader=reader))
     modules = {m for edge in edges for m in edge}
-    # the path was followed: the registry entry, the reader, the data's identity, the splits
+    # the path was followed: the registry entry, the reader, the splits, the batches' source
     assert {
         "lightning_modules.datasets.entry",
         "lightning_modules.data.sequence_files",
-        "lightning_modules.data.identity",
         "lightning_modules.data.splits",
+        "lightning_modules.data.base",
     } <= modules, sorted(edges)
-    assert _back_edges(edges) == [], sorted(edges)
+    assert _back_edges(edges) == [], sorted(edges)  # one direction
+    callers = defaultdict(set)
+    for caller, callee in edges:
+        callers[callee].add(caller)
+    assert {m: c for m, c in callers.items() if len(c) > 1} == {}  # each module entered once
 
 
 def test_a_return_to_a_module_already_left_is_found():
