@@ -203,7 +203,6 @@ def test_train_on_a_job_spec_with_a_typo_names_only_the_typo(tmp_path):
 
 
 @pytest.mark.slow  # an MLflow server of its own
-@pytest.mark.serial  # a signal and a clock: once timed out on a loaded machine (pytest-xdist)
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
 def test_ui_serves_the_embedded_store_and_prints_the_jobs_run(tmp_path, stop):
     """`rnntune ui JOB`: the MLflow UI on the job's embedded store, at its parent run's page;
