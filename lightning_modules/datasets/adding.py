@@ -6,18 +6,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from lightning_modules.datasets.entry import Dataset
-from lightning_modules.sections import Section
+from lightning_modules.datasets.entry import Dataset, GeneratedSplits, generated_examples
 
 
-class AddingData(Section):
+class AddingData(GeneratedSplits):
     """The adding problem (Hochreiter & Schmidhuber 1997): sum the two marked values of T."""
 
     name: Literal["adding"] = "adding"
     seq_len: int = Field(50, ge=2)
-    n_train: int = Field(10000, gt=0)
-    n_val: int = Field(1000, gt=0)
-    n_test: int = Field(1000, gt=0)
 
 
 DATASET = Dataset(
@@ -26,6 +22,6 @@ DATASET = Dataset(
     builder="lightning_modules.data.synthetic:build_adding",
     inputs=lambda cfg: 2,  # the value and its marker
     outputs=lambda cfg: 1,
-    generated=lambda cfg: ("data.n_train", cfg.n_train + cfg.n_val + cfg.n_test),
+    generated=generated_examples,
     steps=lambda cfg: ("data.seq_len", cfg.seq_len),
 )

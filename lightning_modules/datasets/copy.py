@@ -6,20 +6,16 @@ from typing import Literal
 
 from pydantic import Field
 
-from lightning_modules.datasets.entry import Dataset
-from lightning_modules.sections import Section
+from lightning_modules.datasets.entry import Dataset, GeneratedSplits, generated_examples
 
 
-class CopyData(Section):
+class CopyData(GeneratedSplits):
     """Copy memory task: read `copy_len` symbols, wait `delay` blanks, then reproduce them."""
 
     name: Literal["copy"] = "copy"
     n_symbols: int = Field(8, ge=2)
     copy_len: int = Field(10, ge=1)
     delay: int = Field(50, ge=1)
-    n_train: int = Field(10000, gt=0)
-    n_val: int = Field(1000, gt=0)
-    n_test: int = Field(1000, gt=0)
 
 
 DATASET = Dataset(
@@ -29,6 +25,6 @@ DATASET = Dataset(
     inputs=lambda cfg: cfg.n_symbols + 2,  # one-hot symbols, the blank and the go marker
     outputs=lambda cfg: cfg.n_symbols,
     per_step=True,
-    generated=lambda cfg: ("data.n_train", cfg.n_train + cfg.n_val + cfg.n_test),
+    generated=generated_examples,
     steps=lambda cfg: ("data.delay", 2 * cfg.copy_len + cfg.delay + 1),
 )

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from typing import Any, get_args
 
+from pydantic import Field
+
 from lightning_modules.sections import CELL_TYPES, Section, TaskKind
 
 Limit = tuple[str, int]
@@ -29,6 +31,19 @@ job spec's `search_space`: the default of the built-in benchmarks."""
 
 def _unknown(_cfg: Any) -> None:
     return None
+
+
+class GeneratedSplits(Section):
+    """The split sizes of a dataset the job generates itself (the synthetic tasks)."""
+
+    n_train: int = Field(10000, gt=0)
+    n_val: int = Field(1000, gt=0)
+    n_test: int = Field(1000, gt=0)
+
+
+def generated_examples(cfg: GeneratedSplits) -> Limit:
+    """The service's ceiling on generated examples: all three splits, named by `n_train`."""
+    return "data.n_train", cfg.n_train + cfg.n_val + cfg.n_test
 
 
 @dataclass(frozen=True)
