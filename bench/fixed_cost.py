@@ -5,10 +5,14 @@ from sktime's bundled archive files) with one fixed small GRU, 1 epoch per trial
 validation (5-fold cross-validation on 270 sequences), `search.num_samples` trials of a
 sampled learning rate. It runs in its own process, timed from the process's start to its exit.
 
-- **1-trial job, cold**: a fresh storage folder (a new MLflow store, no earlier job), median of
-  `--repeats` runs.
-- **1-trial job, warm**: the same job run again in a row in one folder, median of `--repeats`.
-- **40-trial job**: once, warm. Its amortized per-trial overhead is
+- **1-trial job, cold**: a fresh storage folder (a new MLflow store, no earlier job) and no
+  warm Ray (a new RNNTUNE_HOME), median of `--repeats` runs.
+- **1-trial job again**: the same job run again in a row in one folder (`--pause` seconds
+  apart), median of `--repeats`: with the warm Ray `rnntune run` keeps between runs
+  (tune/warm.py), and without it (`RNNTUNE_WARM_RAY_S=0`: each run starts and ends its own Ray,
+  the baseline, measured in the same run of the bench).
+- **40-trial job**: once, after those, with and without the warm Ray. Its amortized per-trial
+  overhead is
   (search wall - the trials' own training time / concurrency) / trials, where a trial's own
   training time is the sum of its epochs' `epoch_time_s` (training and validation steps).
 
@@ -19,7 +23,7 @@ parent_run, ray_start, search, close_runs, figures, importance, checkpoint, regi
 returned (Ray's shutdown, exit). Per trial, from Tune's results: `time_setup_s` (the trial
 function's start to its first step: spec, data, model, Trainer).
 
-    .venv/bin/python bench/fixed_cost.py                 # ~6 min on 2 cores
+    .venv/bin/python bench/fixed_cost.py                 # ~8 min on 2 cores
     .venv/bin/python bench/fixed_cost.py --smoke-test    # one run of each
 """
 
@@ -85,10 +89,24 @@ def tiny_spec(folder: Path, data: Path, trials: int) -> Path:
     return path
 
 
-def run_job(folder: Path, spec: Path, job_id: str) -> dict:
-    """`rnntune run`, timed from the process's start to its exit; its phases and trials."""
+def job_env(home: Path, warm: bool) -> dict[str, str]:
+    """`rnntune run`'s environment: its own RNNTUNE_HOME (its warm Ray), warm Ray on or off."""
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     env.setdefault("RAY_AUTH_MODE", "disabled")
+    env["RNNTUNE_HOME"] = str(home)
+    env["RNNTUNE_WARM_RAY_S"] = "600" if warm else "0"
+    return env
+
+
+def stop_warm_ray(home: Path) -> None:
+    """`rnntune down` in that home: its warm Ray gone before the next measurement."""
+    rnntune = str(Path(sys.executable).with_name("rnntune"))
+    env = job_env(home, warm=True)
+    subprocess.run([rnntune, "down"], env=env, capture_output=True, check=True)
+
+
+def run_job(folder: Path, spec: Path, job_id: str, env: dict[str, str]) -> dict:
+    """`rnntune run`, timed from the process's start to its exit; its phases and trials."""
     rnntune = str(Path(sys.executable).with_name("rnntune"))
     start = time.monotonic()
     done = subprocess.run(
@@ -139,17 +157,22 @@ def trial_times(job_folder: Path) -> list[dict]:
     return out
 
 
+def overhead_per_trial(run: dict, concurrency: int) -> float:
+    """The search's wall time less its trials' own training (run `concurrency` at a time), per
+    trial."""
+    train = sum(t["train_s"] for t in run["trials"])
+    return (run["phases"]["search"] - train / concurrency) / max(1, len(run["trials"]))
+
+
 def median_phases(runs: list[dict]) -> dict[str, float]:
     return {p: round(statistics.median(r["phases"][p] for r in runs), 2) for p in runs[0]["phases"]}
 
 
 def summarize(name: str, runs: list[dict], concurrency: int) -> dict:
     walls = [r["wall_s"] for r in runs]
-    last = runs[-1]
-    trials = last["trials"]
+    trials = runs[-1]["trials"]
     train = sum(t["train_s"] for t in trials)
-    search = last["phases"]["search"]
-    per_trial = (search - train / concurrency) / max(1, len(trials))
+    per_trial = statistics.median(overhead_per_trial(r, concurrency) for r in runs)
     return {
         "job": name,
         "runs": len(runs),
@@ -184,11 +207,51 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def cold_runs(tmp: Path, data: Path, repeats: int) -> list[dict]:
+    """A new store and no warm Ray (a new RNNTUNE_HOME) each time; the warm Ray the run left
+    is stopped before the next."""
+    runs = []
+    for i in range(repeats):
+        folder = tmp / f"cold{i}"
+        folder.mkdir()
+        env = job_env(folder / "home", warm=True)
+        runs.append(run_job(folder, tiny_spec(folder, data, 1), f"cold-{i}", env))
+        stop_warm_ray(folder / "home")
+        print(f"cold {i}: {runs[-1]['wall_s']:.1f} s", flush=True)
+    return runs
+
+
+def in_a_row(tmp: Path, data: Path, args, concurrency: int, warm: bool) -> list[dict]:
+    """The 1-trial job run again in a row in one folder (median of `repeats`), then the
+    many-trial job; with the warm Ray (what `rnntune run` does) or without (each run starts
+    and ends its own Ray: the baseline)."""
+    name = "warm Ray" if warm else "no warm Ray"
+    folder = tmp / name.replace(" ", "-")
+    folder.mkdir()
+    env = job_env(folder / "home", warm)
+    one = tiny_spec(folder, data, 1)
+    run_job(folder, one, "first", env)  # the store made (and the warm Ray started)
+    again = []
+    for i in range(args.repeats):
+        time.sleep(args.pause)
+        again.append(run_job(folder, one, f"again-{i}", env))
+        print(f"1 trial again, {name}, {i}: {again[-1]['wall_s']:.1f} s", flush=True)
+    time.sleep(args.pause)
+    many = [run_job(folder, tiny_spec(folder, data, args.trials), "many", env)]
+    print(f"{args.trials} trials, {name}: {many[0]['wall_s']:.1f} s", flush=True)
+    stop_warm_ray(folder / "home")
+    return [
+        summarize(f"1 trial, {name}", again, concurrency),
+        summarize(f"{args.trials} trials, {name}", many, concurrency),
+    ]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=5, help="runs of each 1-trial job (median)")
     p.add_argument("--trials", type=int, default=40, help="trials of the many-trial job")
     p.add_argument("--out", type=Path, default=RESULTS / "fixed_cost.json")
+    p.add_argument("--pause", type=float, default=2.0, help="seconds between runs in a row")
     p.add_argument("--smoke-test", action="store_true", help="one run of each, 8 trials")
     args = p.parse_args()
     if args.smoke_test:
@@ -198,27 +261,11 @@ def main() -> None:
         tmp = Path(tmp)
         data = tmp / "data"
         write_data(data)
-        cold = []
-        for i in range(args.repeats):
-            folder = tmp / f"cold{i}"
-            folder.mkdir()
-            cold.append(run_job(folder, tiny_spec(folder, data, 1), f"cold-{i}"))
-            print(f"cold {i}: {cold[-1]['wall_s']:.1f} s", flush=True)
-        warm_folder = tmp / "warm"
-        warm_folder.mkdir()
-        one = tiny_spec(warm_folder, data, 1)
-        run_job(warm_folder, one, "warm-first")  # the store made; what follows is "in a row"
-        warm = []
-        for i in range(args.repeats):
-            warm.append(run_job(warm_folder, one, f"warm-{i}"))
-            print(f"warm {i}: {warm[-1]['wall_s']:.1f} s", flush=True)
-        many = [run_job(warm_folder, tiny_spec(warm_folder, data, args.trials), "many")]
-        print(f"{args.trials} trials: {many[0]['wall_s']:.1f} s", flush=True)
-    rows = [
-        summarize("1 trial, cold", cold, concurrency),
-        summarize("1 trial, warm", warm, concurrency),
-        summarize(f"{args.trials} trials", many, concurrency),
-    ]
+        rows = [
+            summarize("1 trial, cold", cold_runs(tmp, data, args.repeats), concurrency),
+            *in_a_row(tmp, data, args, concurrency, warm=False),
+            *in_a_row(tmp, data, args, concurrency, warm=True),
+        ]
     RESULTS.mkdir(exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows, "concurrency": concurrency}, indent=2))
     print()

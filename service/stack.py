@@ -10,9 +10,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,83 +22,15 @@ from pathlib import Path
 
 import psutil
 
+from tune.local import LOOPBACK, free_port, home, started
 from tune.watchdog import end_processes
 
-LOOPBACK = "127.0.0.1"
 # Every Ray process on loopback, no usage reporting, token auth off unless a token is given.
 RAY_LOCAL_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_AUTH_MODE": "disabled",
     "RAY_USAGE_STATS_ENABLED": "0",
 }
-
-
-def home() -> Path:
-    return Path(os.environ.get("RNNTUNE_HOME", Path.home() / ".rnntune")).expanduser()
-
-
-# Ports handed out here lie above Ray's worker ports (10002-19999) and below the kernel's
-# ephemeral range (ip_local_port_range, 32768-60999 by default), where every bind to port 0 and
-# Ray's own random picks land. So a port chosen here and bound a moment later by the server it
-# was chosen for cannot be taken meanwhile by another process's port-0 bind (another test
-# worker's Ray, say). A claim file keeps two of our processes from choosing the same one.
-OWN_PORTS = (20000, 32768)
-PORT_CLAIMS = Path(tempfile.gettempdir()) / "rnntune-ports"
-CLAIM_LIFETIME_S = 600.0  # by then the server bound it, or it never will
-_random = random.SystemRandom()  # not `random`: test plugins seed it alike in every worker
-
-
-def free_port() -> int:
-    """A loopback port free now, claimed for this caller for `CLAIM_LIFETIME_S`."""
-    low, high = OWN_PORTS
-    ephemeral = _ephemeral_low()
-    if ephemeral is not None:
-        high = min(high, ephemeral)
-    for _ in range(100 if high - low > 100 else 0):
-        port = _random.randrange(low, high)
-        if _claim(port) and _bindable(port):
-            return port
-    with socket.socket() as s:  # no room below the ephemeral range: the kernel's choice
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
-
-
-def _ephemeral_low() -> int | None:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _claim(port: int) -> bool:
-    """Creates the port's claim file (atomically: of two processes, one wins), replacing a stale
-    one; False when another live claim holds it."""
-    claim = PORT_CLAIMS / str(port)
-    try:
-        PORT_CLAIMS.mkdir(exist_ok=True)
-        if time.time() - claim.stat().st_mtime < CLAIM_LIFETIME_S:
-            return False
-        claim.unlink(missing_ok=True)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return True  # no place for claims: the bind check alone
-    try:
-        os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-    except FileExistsError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((LOOPBACK, port))
-        except OSError:
-            return False
-    return True
 
 
 def bin_dir() -> Path:
@@ -111,13 +41,13 @@ def bin_dir() -> Path:
 class Component:
     name: str
     pid: int
-    started: float  # psutil create_time: tells our process from a recycled pid
+    started: float  # tune.local.started: tells our process from a recycled pid
     url: str
     log: str
 
     def alive(self) -> bool:
         try:
-            return psutil.Process(self.pid).create_time() == self.started
+            return started(self.pid) == self.started
         except psutil.Error:
             return False
 
@@ -172,7 +102,7 @@ def launch(name: str, argv: list[str], env: dict[str, str], logdir: Path, url: s
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: signals from a terminal skip it
         )
-    return Component(name, proc.pid, psutil.Process(proc.pid).create_time(), url, str(log))
+    return Component(name, proc.pid, started(proc.pid), url, str(log))
 
 
 def start_ready(

@@ -16,6 +16,9 @@ from tests.support.processes import start_mlflow_server, stop_process, wait_http
 
 # Tests are sized for 2 cores; keep torch from oversubscribing them.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Every `rnntune run` of the suite starts and ends its own Ray, as each test expects: no warm Ray
+# outliving a test (tune/warm.py). tests/tune/test_warm.py turns it on for itself.
+os.environ["RNNTUNE_WARM_RAY_S"] = "0"
 
 
 @pytest.fixture

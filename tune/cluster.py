@@ -37,10 +37,13 @@ def keep_ray_on_loopback() -> None:
 _early: dict = {}  # the background start (`start_early`): its "started" event, its error if any
 
 
-def ensure_ray(num_cpus: int | None = None, log_level: int = logging.INFO) -> None:
+def ensure_ray(
+    num_cpus: int | None = None, log_level: int = logging.INFO, warm: bool = False
+) -> None:
     """Connect to `RAY_ADDRESS` if set, else start an embedded Ray bound to loopback (or finish
     the start `start_early` began). `log_level`: Ray's own loggers in this process (WARNING:
-    no "Started a local Ray")."""
+    no "Started a local Ray"). `warm`: a job's driver, which connects to the warm local Ray of
+    its environment instead (tune.warm), unless that is turned off."""
     started = _early.pop("started", None)
     if started is not None:
         started.wait()
@@ -54,11 +57,13 @@ def ensure_ray(num_cpus: int | None = None, log_level: int = logging.INFO) -> No
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, logging_level=log_level)
         exit_on_sigterm()
         return
-    _start_embedded(num_cpus, log_level)
+    _start_embedded(num_cpus, log_level, warm)
     exit_on_sigterm()
 
 
-def start_early(log_level: int = logging.INFO) -> None:
+def start_early(
+    log_level: int = logging.INFO, warm: bool = False, trials: int | None = None
+) -> None:
     """Starts the embedded Ray on a background thread, so that its processes and its workers'
     imports run while this process imports its own stack; `ensure_ray` waits for it. With
     `RAY_ADDRESS` (a cluster) it does nothing.
@@ -72,7 +77,7 @@ def start_early(log_level: int = logging.INFO) -> None:
 
     def start() -> None:
         try:
-            _start_embedded(None, log_level)
+            _start_embedded(None, log_level, warm, trials)
         except BaseException as e:  # noqa: BLE001 - raised again by ensure_ray
             _early["error"] = e
         finally:
@@ -82,11 +87,17 @@ def start_early(log_level: int = logging.INFO) -> None:
     threading.Thread(target=start, name="rnntune-ray-start", daemon=True).start()
 
 
-def _start_embedded(num_cpus: int | None, log_level: int) -> None:
+def _start_embedded(
+    num_cpus: int | None, log_level: int, warm: bool = False, trials: int | None = None
+) -> None:
     keep_ray_on_loopback()
     if log_level >= logging.WARNING:
         quiet_ray_token_auth_notice()  # every start: nothing for a user to act on
+    head = _warm_ray(trials) if warm and num_cpus is None else None
     with quiet_ray_off_main_thread_notice():
+        if head is not None:  # Ray ends this job's workers when this process exits or dies
+            ray.init(address=head.address, log_to_driver=False, logging_level=log_level)
+            return
         ray.init(
             address="local",  # never join a cluster some other `ray start` left on this machine
             num_cpus=num_cpus or os.cpu_count(),
@@ -95,6 +106,19 @@ def _start_embedded(num_cpus: int | None, log_level: int) -> None:
             logging_level=log_level,
         )
     start_watchdog()
+
+
+def _warm_ray(trials: int | None):
+    """The warm local Ray (tune.warm), or None: turned off, or it failed to start (said in one
+    line; this job then starts a Ray of its own). `trials`: the job's, when known (a new warm
+    Ray starts no more idle workers than that while the job's driver imports)."""
+    from tune import warm
+
+    try:
+        return warm.connect(trials)
+    except (OSError, RuntimeError, ValueError) as e:
+        print(f"rnntune: warning: no warm Ray ({e}); starting one for this job", file=sys.stderr)
+        return None
 
 
 def exit_on_sigterm() -> None:

@@ -60,8 +60,10 @@ def run(
 
     job = load_job_spec(spec)  # validate before the slow imports (Ray, torch)
     from tune.cluster import start_early
+    from tune.space import trial_count
 
-    start_early(logging.INFO if verbose else logging.WARNING)  # Ray starts while we import
+    # Ray starts (or the warm one is found) while we import
+    start_early(logging.INFO if verbose else logging.WARNING, warm=True, trials=trial_count(job))
     from tune.driver import run_job
     from tune.protocol import process_start
     from tune.summary import format_summary

@@ -155,6 +155,8 @@ def framework_settings(verbose: bool) -> None:
     # checkpoint beyond keep-best-K) "may become a bottleneck": nothing a user can act on.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the summary has it
+    # Tune's result files come from tune.tuner (its TensorBoard logger left out): not Tune's own
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Tune's new output engine prints its header even when told to be silent: the old one, at
     # verbosity 0, prints nothing (the live view speaks); --verbose gets the new one's tables.
@@ -163,3 +165,41 @@ def framework_settings(verbose: bool) -> None:
         # Tune warns when one of its own steps took over 0.5 s ("may be a performance
         # bottleneck"): on a busy 2-core machine, a late answer from Ray's GCS. Nothing to act on.
         warn_if_slow.DEFAULT_THRESHOLD = max(warn_if_slow.DEFAULT_THRESHOLD, 10.0)
+
+
+# --- Ray: starting idle workers bound to no job --------------------------------------------------
+# A raylet prestarts one worker per CPU when it starts (`enable_worker_prestart`), bound to no
+# job, so the first job's actors skip the worker start and its preloaded imports. Later, only a
+# job's own backlog starts workers, bound to that job. The raylet's PrestartWorkers RPC starts
+# unbound ones again (tune.warm, between jobs); Ray ships no Python API for it. A worker serves
+# only actors of its own runtime env, and Tune gives every trial actor one (class_cache: a
+# Lightning setting and the variables it propagates from the driver), so the workers get that.
+def prestart_ray_workers(node_manager: str, count: int, keep_alive_s: int) -> None:
+    """Asks the raylet at `node_manager` (host:port) for `count` idle Python workers bound to no
+    job, with the runtime env of Tune's trial actors, kept `keep_alive_s` seconds while unused."""
+    import grpc
+
+    try:
+        from ray._private.authentication.grpc_authentication_client_interceptor import (
+            SyncAuthenticationMetadataClientInterceptor,
+        )
+        from ray._private.utils import get_runtime_env_info
+        from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
+        from ray.runtime_env import RuntimeEnv
+        from ray.tune.execution.class_cache import DEFAULT_ENV_VARS, ENV_VARS_TO_PROPAGATE
+    except ImportError as e:
+        raise _moved("Ray's NodeManagerService.PrestartWorkers or Tune's actor env") from e
+    env_vars = dict(DEFAULT_ENV_VARS)
+    env_vars |= {k: os.environ[k] for k in ENV_VARS_TO_PROPAGATE if k in os.environ}
+    runtime_env = get_runtime_env_info(RuntimeEnv(env_vars=env_vars), is_job_runtime_env=False)
+    with grpc.insecure_channel(node_manager) as channel:
+        stub = node_manager_pb2_grpc.NodeManagerServiceStub(
+            grpc.intercept_channel(channel, SyncAuthenticationMetadataClientInterceptor())
+        )
+        request = node_manager_pb2.PrestartWorkersRequest(
+            language=common_pb2.Language.PYTHON,
+            num_workers=count,
+            keep_alive_duration_secs=keep_alive_s,
+            runtime_env_info=runtime_env,
+        )
+        stub.PrestartWorkers(request, timeout=10)

@@ -54,7 +54,7 @@ def run_job(
     known = existing_trial_runs(job.client, job.tracking, job.parent)
     callback = MlflowTrialLogger(job.tracking, job.spec, job.job_id, job.parent, known, dataset)
     with clock.phase("ray_start"):
-        ensure_ray(log_level=logging.INFO if verbose else logging.WARNING)
+        ensure_ray(log_level=logging.INFO if verbose else logging.WARNING, warm=True)
     search_budget = search_time_budget(job.spec, clock.elapsed())
     live = None if verbose else LiveView(job.spec, callback, search_budget_s=search_budget)
     system = start_system_metrics(job.client, job.parent, callback.writer.submit)

@@ -17,17 +17,19 @@ import time
 
 import psutil
 
+from tune.local import started
+
 POLL_S = 1.0
 GRACE_S = 5.0  # after the driver's end: time for its own `ray.shutdown()` to finish
 TERM_WAIT_S = 5.0
 
 
 def _descendants(driver: psutil.Process) -> dict[int, float]:
-    """pid -> create time of every process under the driver (create time tells a recycled pid)."""
+    """pid -> start time of every process under the driver (it tells a recycled pid)."""
     found = {}
     for p in driver.children(recursive=True):
         try:
-            found[p.pid] = p.create_time()
+            found[p.pid] = started(p.pid)
         except psutil.Error:
             continue
     return found
@@ -35,10 +37,10 @@ def _descendants(driver: psutil.Process) -> dict[int, float]:
 
 def _alive(pids: dict[int, float]) -> list[psutil.Process]:
     procs = []
-    for pid, started in pids.items():
+    for pid, since in pids.items():
         try:
             p = psutil.Process(pid)
-            if p.create_time() == started:
+            if started(pid) == since:
                 procs.append(p)
         except psutil.Error:
             continue

@@ -59,9 +59,13 @@ def up(
 
 
 def down() -> int:
-    """Stop what `rnntune up` started."""
+    """Stop what `rnntune up` started, and the warm Ray `rnntune run` keeps between runs."""
+    from tune.warm import stop_all
+
     n = stop_stack()
     print(f"stopped {n} processes" if n else "no local stack is running")
+    if warm := stop_all():
+        print(f"stopped {warm} warm Ray{'s' if warm > 1 else ''} of `rnntune run`")
     return 0
 
 

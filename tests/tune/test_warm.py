@@ -1,0 +1,156 @@
+"""The warm Ray `rnntune run` keeps between runs (tune/warm.py): the next run's trial takes a
+worker started before it, a killed driver leaves none of its workers, and the warm Ray goes
+away after its idle time or on `rnntune down`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from tune import warm
+
+RNNTUNE = str(Path(sys.executable).parent / "rnntune")
+
+
+def test_the_key_follows_environment_and_code_not_the_terminal(monkeypatch, tmp_path):
+    before = warm.key()
+    monkeypatch.setenv("COLUMNS", "77")
+    monkeypatch.setenv("PYTEST_CURRENT_TEST", "another test")
+    assert warm.key() == before  # a terminal's own variables
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    assert warm.key() != before  # workers inherit the head's environment
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setattr(warm, "_code_stamp", lambda: "edited")
+    assert warm.key() != before  # workers load the trial code once
+    monkeypatch.setenv(warm.IDLE_ENV, "soon")
+    with pytest.raises(ValueError, match="RNNTUNE_WARM_RAY_S: expected seconds"):
+        warm.idle_seconds()
+
+
+def _env(tmp_path: Path, idle_s: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "RNNTUNE_HOME": str(tmp_path / "home"),
+        warm.IDLE_ENV: str(idle_s),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+
+
+def _spec(tmp_path: Path, name: str, epochs: int) -> Path:
+    spec = {
+        "name": name,
+        "data": {"name": "digits"},
+        "model": {"cell_type": "gru", "hidden_size": 16},
+        "search_space": {"lr": {"grid": [0.01]}},
+        "search": {"algorithm": "grid", "num_samples": 1},
+        "scheduler": {"name": "fifo"},
+        "budget": {"max_epochs": epochs},
+        "trainer": {"diagnostics": False},
+        "storage": {"url": str(tmp_path / name)},
+        "registry": {"enabled": False},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _state(env: dict[str, str]) -> warm.WarmRay | None:
+    states = list((Path(env["RNNTUNE_HOME"]) / "warm").glob("*/state.json"))
+    assert len(states) <= 1, states
+    return warm.WarmRay(**json.loads(states[0].read_text())) if states else None
+
+
+def _unbound_workers(head: warm.WarmRay) -> set[int]:
+    keeper = psutil.Process(head.keeper)
+    return {p.pid for p in keeper.children(recursive=True) if warm._unbound_worker(p)}
+
+
+def _at_least(found: set[int], n: int) -> set[int] | None:
+    return found if len(found) >= n else None
+
+
+def _trial_pid(storage: Path) -> int:
+    results = list(storage.glob("*/*/result.json"))
+    assert len(results) == 1, results
+    return json.loads(results[0].read_text().splitlines()[-1])["pid"]
+
+
+def _wait(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+    return value
+
+
+def _gone(head: warm.WarmRay) -> bool:
+    return not head.alive() and not any(
+        head.temp_dir in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])
+    )
+
+
+@pytest.mark.slow  # two searches and a warm Ray's life
+def test_the_second_run_trains_on_a_worker_started_before_it(tmp_path):
+    env = _env(tmp_path, idle_s=20)
+    first = subprocess.run(
+        [RNNTUNE, "run", str(_spec(tmp_path, "first", 1))], env=env, capture_output=True, text=True
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    head = _state(env)
+    assert head is not None and head.alive()  # the warm Ray outlived the run
+    # between runs the keeper starts idle workers bound to no job, with torch imported
+    cpus = os.cpu_count() or 1
+    ready = _wait(lambda: _at_least(_unbound_workers(head), cpus), 60, "no idle workers")
+    second = subprocess.run(
+        [RNNTUNE, "run", str(_spec(tmp_path, "second", 1))], env=env, capture_output=True, text=True
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert _state(env).keeper == head.keeper  # the same warm Ray
+    assert _trial_pid(tmp_path / "second") in ready
+    assert "Traceback" not in second.stderr and "no warm Ray" not in second.stderr, second.stderr
+    _wait(lambda: _gone(head), 60, "the warm Ray outlived its idle time")
+    assert _state(env) is None
+
+
+@pytest.mark.slow  # a search killed on a warm Ray
+def test_a_killed_driver_leaves_no_worker_and_down_stops_the_warm_ray(tmp_path):
+    env = _env(tmp_path, idle_s=600)
+    proc = subprocess.Popen(
+        [RNNTUNE, "run", str(_spec(tmp_path, "killed", 200))],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    head = None
+    try:
+        _wait(lambda: list((tmp_path / "killed").glob("*/*/result.json")), 180, "no trial ran")
+        head = _state(env)
+        trial = psutil.Process(_trial_pid(tmp_path / "killed"))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        _, alive = psutil.wait_procs([trial], timeout=30)
+        assert not alive, "the killed job's trial worker outlived it"
+        assert head.alive()  # the warm Ray stays for the next run
+        _wait(lambda: not list(Path(env["RNNTUNE_HOME"]).glob("warm/*/leases/*")), 10, "lease")
+        down = subprocess.run([RNNTUNE, "down"], env=env, capture_output=True, text=True)
+        assert down.returncode == 0 and "stopped 1 warm Ray of `rnntune run`" in down.stdout
+        _wait(lambda: _gone(head), 30, "`rnntune down` left the warm Ray running")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if head is not None and head.alive():
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(head.keeper).terminate()
