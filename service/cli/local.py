@@ -320,16 +320,23 @@ def ui(
     # SIGTERM (a process manager, `timeout`, a closed session) stops it as Ctrl-C does
     signal.signal(signal.SIGTERM, _interrupt)
     server = start_mlflow(store.parent, port or None)
+    stopping: list[int] = []
     try:
         wait_ready(server, "/health", timeout=120)
+        # Serving: a signal only marks the stop. A KeyboardInterrupt raised wherever the main
+        # thread happens to be is lost when that is a finalizer ("Exception ignored in"); the
+        # UI once served on for 60 s after SIGINT in a loaded test run.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: stopping.append(signum))
         print(f"MLflow UI: {run_url(server.url, experiment, parent)}  (Ctrl-C stops it)")
         sys.stdout.flush()
-        while server.alive():
-            time.sleep(1)
+        while server.alive() and not stopping:
+            time.sleep(0.25)
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan it
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not orphan it
+            signal.signal(sig, signal.SIG_IGN)
         stop(server)
     return 0
 
