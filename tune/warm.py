@@ -45,7 +45,7 @@ VOLATILE = {"PWD", "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES", "PYTEST_CURRENT_T
 VOLATILE_PREFIXES = ("TERM", "COLORTERM", "SSH_", "TMUX", "XDG_", "DISPLAY", "WINDOWID", "PS1")
 NIL_JOB = "ffffffff"  # RAY_JOB_ID of a worker started for no job
 POLL_S = 1.0
-PRESTART_EVERY_S = 15.0  # a top-up's workers take a few seconds to import torch and Lightning
+PRESTART_EVERY_S = 3.0  # a top-up's workers count from their spawn, while they still import
 
 
 @dataclass
