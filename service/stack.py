@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from tune.local import LOOPBACK, free_port, home, started
+from tune.local import LOOPBACK, free_port, home, started, still_running
 from tune.watchdog import end_processes
 
 # Every Ray process on loopback, no usage reporting, token auth off unless a token is given.
@@ -46,10 +46,7 @@ class Component:
     log: str
 
     def alive(self) -> bool:
-        try:
-            return started(self.pid) == self.started
-        except psutil.Error:
-            return False
+        return still_running(self.pid, self.started)
 
 
 @dataclass

@@ -96,3 +96,13 @@ def started(pid: int) -> float:
         return float(stat.rsplit(")", 1)[1].split()[19])
     except (OSError, IndexError, ValueError):
         return psutil.Process(pid).create_time()
+
+
+def still_running(pid: int, since: float) -> bool:
+    """Whether `pid` is still the process that started at `since` (`started`)."""
+    import psutil
+
+    try:
+        return started(pid) == since
+    except psutil.Error:
+        return False

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import psutil
 
-from tune.local import LOOPBACK, free_port, home, started
+from tune.local import LOOPBACK, free_port, home, started, still_running
 
 IDLE_ENV = "RNNTUNE_WARM_RAY_S"
 DEFAULT_IDLE_S = 600.0
@@ -57,10 +57,7 @@ class WarmRay:
     temp_dir: str
 
     def alive(self) -> bool:
-        try:
-            return started(self.keeper) == self.keeper_started
-        except psutil.Error:
-            return False
+        return still_running(self.keeper, self.keeper_started)
 
 
 def idle_seconds() -> float:
@@ -259,10 +256,10 @@ def _live_leases(leases: Path) -> int:
     for lease in leases.glob("*-*"):
         pid, _, since = lease.name.partition("-")
         try:
-            if started(int(pid)) == float(since):
+            if still_running(int(pid), float(since)):
                 live += 1
                 continue
-        except (psutil.Error, ValueError):
+        except ValueError:
             pass
         lease.unlink(missing_ok=True)  # its driver is gone (killed): Ray ended its workers
     return live
