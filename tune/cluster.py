@@ -112,8 +112,10 @@ def _warm_ray(trials: int | None):
     """The warm local Ray (tune.warm), or None: turned off, or it failed to start (said in one
     line; this job then starts a Ray of its own). `trials`: the job's, when known (a new warm
     Ray starts no more idle workers than that while the job's driver imports)."""
-    from tune import warm
-
+    try:
+        from tune import warm
+    except ImportError:  # fcntl: not on Windows, where each run starts its own Ray
+        return None
     try:
         return warm.connect(trials)
     except (OSError, RuntimeError, ValueError) as e:
