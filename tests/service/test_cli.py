@@ -206,7 +206,8 @@ def test_train_on_a_job_spec_with_a_typo_names_only_the_typo(tmp_path):
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
 def test_ui_serves_the_embedded_store_and_prints_the_jobs_run(tmp_path, stop):
     """`rnntune ui JOB`: the MLflow UI on the job's embedded store, at its parent run's page;
-    Ctrl-C and SIGTERM (a process manager, `timeout`) both stop the server it started."""
+    Ctrl-C and SIGTERM (a process manager, `timeout`) both stop the server it started, even
+    when it was started with SIGINT ignored (a background job of a script or CI runner)."""
     import signal
     import time
     import urllib.request
@@ -226,6 +227,7 @@ def test_ui_serves_the_embedded_store_and_prints_the_jobs_run(tmp_path, stop):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         line = proc.stdout.readline()  # printed once the UI answers
