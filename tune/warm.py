@@ -92,10 +92,6 @@ def _code_stamp() -> str:
     return "\n".join(files)
 
 
-def folder(of: str | None = None) -> Path:
-    return home() / "warm" / (of or key())
-
-
 def connect(trials: int | None = None) -> WarmRay | None:
     """The warm Ray of this environment, started when there is none; None when turned off.
     This process holds a lease on it until it exits (the keeper's idle clock waits). `trials`:
@@ -103,7 +99,7 @@ def connect(trials: int | None = None) -> WarmRay | None:
     it (each one's imports take CPU from the driver's start), one per CPU after it."""
     if idle_seconds() <= 0:
         return None
-    where = folder()
+    where = home() / "warm" / key()
     where.mkdir(parents=True, exist_ok=True)
     with _locked(where / "lock"):
         warm = _read(where)
