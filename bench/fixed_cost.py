@@ -92,7 +92,6 @@ def tiny_spec(folder: Path, data: Path, trials: int) -> Path:
 def job_env(home: Path, warm: bool) -> dict[str, str]:
     """`rnntune run`'s environment: its own RNNTUNE_HOME (its warm Ray), warm Ray on or off."""
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-    env.setdefault("RAY_AUTH_MODE", "disabled")
     env["RNNTUNE_HOME"] = str(home)
     env["RNNTUNE_WARM_RAY_S"] = "600" if warm else "0"
     return env

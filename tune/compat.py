@@ -59,6 +59,22 @@ def quiet_ray_token_auth_notice() -> None:
     module.logger.setLevel(logging.ERROR)
 
 
+# A driver of a cluster with its own token (tune.warm) sets Ray's auth mode and token file in its
+# environment, and Ray caches both once read: its config (what Ray's own ray.init does when it
+# turns token auth on) and its token loader are refreshed.
+def use_ray_token(token_file: str) -> None:
+    """This process and what it starts authenticate to Ray with the token in `token_file`."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+    except ImportError as e:
+        raise _moved("ray._raylet.Config / AuthenticationTokenLoader") from e
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = token_file
+    os.environ.pop("RAY_AUTH_TOKEN", None)  # it would come before the file
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
 # `ray.init` off the main thread (`tune.cluster.start_early`) warns that it set no SIGTERM
 # handler; ours is installed once the start is joined. The warning comes from this logger.
 RAY_WORKER_LOGGER = "ray._private.worker"

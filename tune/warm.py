@@ -7,9 +7,11 @@ workers preload torch, Lightning and the trial code; the keeper keeps as many id
 bound to no job yet, as the machine has CPUs, so a job's trial actors take a worker whose
 imports are done. Ray ends a job's own workers when its driver exits or dies. Once no job has
 used it for `RNNTUNE_WARM_RAY_S` seconds the keeper stops it. `rnntune down` stops it too.
-Opt-in for now (default 0: each run starts and ends its own embedded Ray, as before): with
-Ray's default token auth (no RAY_AUTH_MODE set) a driver never reached the head; it is tested
-and measured with RAY_AUTH_MODE=disabled.
+`RNNTUNE_WARM_RAY_S=0` turns it off: each run then starts and ends its own embedded Ray.
+
+The head runs with Ray's token authentication, as Ray's own local clusters do, with a token of
+its own: a new random one in a file only this user can read (`token` beside its state), which
+its drivers and workers present. `RAY_AUTH_MODE=disabled` in the environment is respected.
 
 One warm Ray per environment: Ray's workers inherit the head's environment, not the driver's,
 and load the trial code once. So the key hashes the Python, the working folder, the
@@ -39,7 +41,7 @@ import psutil
 from tune.local import LOOPBACK, free_port, home, started, still_running
 
 IDLE_ENV = "RNNTUNE_WARM_RAY_S"
-DEFAULT_IDLE_S = 0.0  # opt-in until the head's token auth works for its drivers (docstring)
+DEFAULT_IDLE_S = 600.0
 START_TIMEOUT_S = 60.0
 PRELOAD = ("torch", "pytorch_lightning", "tune.trainable")  # what a trial's worker imports
 CODE = ("tune", "lightning_modules", "deploy")  # the packages a worker loads
@@ -57,6 +59,7 @@ class WarmRay:
     keeper: int
     keeper_started: float  # tune.local.started: tells the keeper from a recycled pid
     temp_dir: str
+    token_file: str | None = None  # Ray's token auth; None: RAY_AUTH_MODE=disabled was asked for
 
     def alive(self) -> bool:
         return still_running(self.keeper, self.keeper_started)
@@ -105,7 +108,18 @@ def connect(trials: int | None = None) -> WarmRay | None:
         warm = _read(where)
         if warm is None or not warm.alive():
             warm = _start(where, min(_cpus(), trials or _cpus()))
+            idle = idle_seconds()
+            kept = f"{idle / 60:.0f} min" if idle >= 60 else f"{idle:.0f} s"
+            print(
+                f"rnntune: a local Ray is kept warm for the next runs ({kept} unused, "
+                f"{IDLE_ENV}; `rnntune down` stops it)",
+                file=sys.stderr,
+            )
         _lease(where)
+    if warm.token_file is not None:
+        from tune.compat import use_ray_token
+
+        use_ray_token(warm.token_file)  # before this process's ray.init
     return warm
 
 
@@ -181,12 +195,15 @@ def keep(where: Path, idle_s: float, first_workers: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     temp_dir = tempfile.mkdtemp(prefix="rnt-warm-")  # short: Ray's socket paths live in it
     gcs, node_manager = free_port(), free_port()
+    token_file = _new_token(where)  # in this process's environment: the head, its workers, top-up
     head = _start_head(temp_dir, gcs, node_manager)
     warm = None
     try:
         _wait_for_ports(head, gcs, node_manager)
         me = os.getpid()
-        warm = WarmRay(f"{LOOPBACK}:{gcs}", f"{LOOPBACK}:{node_manager}", me, started(me), temp_dir)
+        warm = WarmRay(
+            f"{LOOPBACK}:{gcs}", f"{LOOPBACK}:{node_manager}", me, started(me), temp_dir, token_file
+        )
         state = where / "state.json"
         state.with_suffix(".tmp").write_text(json.dumps(asdict(warm)))
         state.with_suffix(".tmp").replace(state)
@@ -198,6 +215,24 @@ def keep(where: Path, idle_s: float, first_workers: int) -> None:
                 (where / "state.json").unlink(missing_ok=True)
         end_processes([psutil.Process(head.pid), *_tree(head.pid)], 10.0)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _new_token(where: Path) -> str | None:
+    """A new token for the head, in a file only this user reads, set for this process and what
+    it starts; None where the environment turns Ray's token auth off (RAY_AUTH_MODE=disabled)."""
+    import secrets
+
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return None
+    path = where / "token"
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))  # 256 bits, as Ray's own
+    from tune.compat import use_ray_token
+
+    use_ray_token(str(path))
+    return str(path)
 
 
 def _start_head(temp_dir: str, gcs: int, node_manager: int) -> subprocess.Popen:

@@ -38,12 +38,14 @@ def test_the_key_follows_environment_and_code_not_the_terminal(monkeypatch, tmp_
 
 
 def _env(tmp_path: Path, idle_s: int) -> dict[str, str]:
-    return {
-        **os.environ,
+    """A user's environment: Ray's default token auth (no RAY_AUTH_MODE, which other tests of
+    this process set to disabled), and a home of the test's own (no ~/.ray/auth_token)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    return env | {
+        "HOME": str(tmp_path),
         "RNNTUNE_HOME": str(tmp_path / "home"),
         warm.IDLE_ENV: str(idle_s),
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        "RAY_AUTH_MODE": "disabled",
         "RAY_USAGE_STATS_ENABLED": "0",
     }
 
@@ -113,6 +115,7 @@ def test_the_next_run_trains_on_a_worker_started_before_it_and_dies_with_its_dri
     )
     assert first.returncode == 0, first.stderr[-3000:]
     assert "no warm Ray" not in first.stderr, first.stderr
+    assert "kept warm for the next runs (10 min unused" in first.stderr, first.stderr
     head = _state(env)
     assert head is not None and head.alive()  # the warm Ray outlived the run
     # between runs the keeper starts idle workers bound to no job, with torch imported
@@ -150,18 +153,22 @@ def test_the_next_run_trains_on_a_worker_started_before_it_and_dies_with_its_dri
 @pytest.mark.slow  # a Ray head started and stopped
 def test_the_warm_ray_stops_itself_after_its_idle_time(tmp_path):
     """A process that used it has exited: after `RNNTUNE_WARM_RAY_S` idle seconds the keeper
-    stops the head; nothing under its temp dir is left and its state is gone."""
+    stops the head; nothing under its temp dir is left and its state is gone. The head runs with
+    Ray's token auth and a token of its own, which a driver presents."""
     env = _env(tmp_path, idle_s=3)
+    driver = (
+        "import ray; from tune import warm; head = warm.connect(1); "
+        "ray.init(address=head.address, log_to_driver=False); "
+        "print(head.address, ray.cluster_resources()['CPU'])"
+    )
     used = subprocess.run(
-        [sys.executable, "-c", "from tune import warm; print(warm.connect(1).address)"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [sys.executable, "-c", driver], env=env, capture_output=True, text=True, timeout=120
     )
     assert used.returncode == 0 and used.stdout.startswith("127.0.0.1:"), used.stderr[-2000:]
     head = _state(env)
-    assert head is not None
+    assert head is not None and head.token_file is not None
+    assert Path(head.token_file).stat().st_mode & 0o077 == 0  # this user's only
+    assert not (tmp_path / ".ray" / "auth_token").exists()  # not Ray's shared default token
     try:
         _wait(lambda: _gone(head), 60, "the warm Ray outlived its idle time")
         assert _state(env) is None
