@@ -22,7 +22,9 @@ def requirements(pyproject: Path, extras: list[str]) -> list[str]:
 
 
 # What the serving bundle imports (deploy/bundle/pyfunc.py and the lightning_modules it loads).
-SERVING_PACKAGES = ("mlflow", "torch", "numpy", "pandas", "pydantic", "pyyaml")
+# MLflow as `mlflow-skinny`: the pyfunc flavor and the scoring server (FastAPI, uvicorn) without
+# the tracking server's packages (scikit-learn, scipy, pyarrow, matplotlib, Flask, docker, ...).
+SERVING_PACKAGES = ("mlflow-skinny", "torch", "numpy", "pandas", "pydantic", "pyyaml")
 
 
 def serving_requirements() -> list[str]:
