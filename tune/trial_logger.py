@@ -5,7 +5,8 @@ embedded SQLite store sees one writer. The callback's writes go through an `Orde
 background thread that sends them in order and holds them through an MLflow outage, so Tune's
 event loop never waits for MLflow. Metrics are batched: each write costs the driver ~9 ms of CPU
 whatever its size (taken from the trials on the same cores), so a trial's first epoch is sent at
-once, later ones at most every `FLUSH_EVERY_S`, and the rest at its end. Epochs longer than that
+once, later ones at most every `FLUSH_EVERY_S`, and the rest (its last epoch always) with its end
+tags, in one write. Epochs longer than that
 (most real ones) are each sent as they come; a driver killed outright can lose the last
 `FLUSH_EVERY_S` of metric points of a trial with shorter ones, and whatever an MLflow outage
 still held back.
@@ -246,6 +247,8 @@ class MlflowTrialLogger(ray_tune.Callback):
                     Metric(BEST_EPOCH, float(step), now, step),
                 ]
         self.buffered.setdefault(trial_id, []).extend(metrics)
+        if step >= self.spec.max_epochs:
+            return  # the trial ends now: sent with its end (`_finish`), one write
         last = self.flushed_at.get(trial_id)
         if last is None or time.monotonic() - last >= FLUSH_EVERY_S:
             self._flush(trial_id)  # the first epoch at once, then at most every FLUSH_EVERY_S
@@ -262,21 +265,30 @@ class MlflowTrialLogger(ray_tune.Callback):
         if metrics:
             self._write(trial_id, lambda run_id: self._send_metrics(run_id, metrics))
 
-    def _send_metrics(self, run_id: str, metrics: list[Metric]) -> None:
-        """Epochs past the last one logged to the run; epochs trained again are left out."""
+    def _send_metrics(
+        self, run_id: str, metrics: list[Metric], tags: list[RunTag] | None = None
+    ) -> None:
+        """Epochs past the last one logged to the run (epochs trained again are left out), and
+        `tags` with the last batch."""
         through = self.logged_through.get(run_id, 0)
         new = [m for m in metrics if m.step > through]
-        for i in range(0, len(new), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(run_id, metrics=new[i : i + MAX_METRICS_PER_BATCH])
+        size = MAX_METRICS_PER_BATCH
+        batches = [new[i : i + size] for i in range(0, len(new), size)] or [[]]
+        for i, batch in enumerate(batches):
+            last = tags if tags and i == len(batches) - 1 else []
+            if batch or last:
+                self.client.log_batch(run_id, metrics=batch, tags=last)
         self.logged_through[run_id] = max([through, *(m.step for m in new)])
 
     def _finish(self, trial_id: str, status: str, tags: dict[str, str]) -> None:
+        """The trial's last metrics and its end tags in one write, then its status."""
         if trial_id not in self.trials:
             return
-        self._flush(trial_id)
-        if tags:
-            batch = [RunTag(k, v) for k, v in tags.items()]
-            self._write(trial_id, lambda run_id: self.client.log_batch(run_id, tags=batch))
+        metrics = self.buffered.pop(trial_id, [])
+        self.flushed_at[trial_id] = time.monotonic()
+        batch = [RunTag(k, v) for k, v in tags.items()]
+        if metrics or batch:
+            self._write(trial_id, lambda run_id: self._send_metrics(run_id, metrics, batch))
         end = int(time.time() * 1000)
         # Not `set_terminated`: in MLflow 3.17 it shuts down the store's whole async-logging
         # queue and waits ~1 s for its thread; ending the run on the store is all it needs.

@@ -73,6 +73,35 @@ def test_epochs_are_batched_and_all_sent_by_the_trial_end(store):
     assert client.get_run(run_id).data.params["hidden_size"] == "24"
 
 
+def test_a_trials_last_epoch_goes_with_its_end_tags_in_one_write(store, monkeypatch):
+    """Short trials: each MLflow write costs the driver CPU the trials share; the last epoch's
+    metrics wait the moment until the trial's end and go with its end tags."""
+    spec, tracking, client = store
+    one_epoch = spec.model_copy(update={"budget": spec.budget.model_copy(update={"max_epochs": 1})})
+    parent = open_parent_run(client, tracking, one_epoch, "last-epoch")
+    logger = MlflowTrialLogger(tracking, one_epoch, "last-epoch", parent, TrialRuns({}, {}))
+    batches = []
+    log_batch = logger.client.log_batch
+    monkeypatch.setattr(
+        logger.client, "log_batch", lambda *a, **k: batches.append(k) or log_batch(*a, **k)
+    )
+    trial = _trial("l_00000")
+    logger.on_trial_start(0, [trial], trial)
+    logger.on_trial_result(0, [trial], trial, {"epoch": 1, "val_acc": 0.5})
+    _wait(logger)
+    run_id = logger.runs[trial.trial_id]
+    assert _steps(client, run_id) == []  # held: the trial ends now
+    logger.on_trial_complete(0, [trial], trial)
+    _wait(logger)
+    run = client.get_run(run_id)
+    assert _steps(client, run_id) == [1] and run.info.status == "FINISHED"
+    assert run.data.tags["rnntune.trial_end"] == "completed"
+    assert [sorted(k for k, v in b.items() if v) for b in batches] == [
+        ["params"],
+        ["metrics", "tags"],
+    ]
+
+
 def test_a_trial_that_stops_reporting_has_its_buffer_sent(store, monkeypatch):
     _, _, client = store
     logger, trial = _logger(store, "quiet"), _trial("q_00000")
