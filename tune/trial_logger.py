@@ -247,9 +247,11 @@ class MlflowTrialLogger(ray_tune.Callback):
                     Metric(BEST_EPOCH, float(step), now, step),
                 ]
         self.buffered.setdefault(trial_id, []).extend(metrics)
-        if step >= self.spec.max_epochs:
-            return  # the trial ends now: sent with its end (`_finish`), one write
         last = self.flushed_at.get(trial_id)
+        if step >= self.spec.max_epochs:  # the trial ends now: sent with its end (`_finish`)
+            if last is None:
+                self.flushed_at[trial_id] = time.monotonic()  # or by `on_step_end`, if late
+            return
         if last is None or time.monotonic() - last >= FLUSH_EVERY_S:
             self._flush(trial_id)  # the first epoch at once, then at most every FLUSH_EVERY_S
 

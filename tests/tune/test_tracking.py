@@ -88,6 +88,7 @@ def test_a_trials_last_epoch_goes_with_its_end_tags_in_one_write(store, monkeypa
     trial = _trial("l_00000")
     logger.on_trial_start(0, [trial], trial)
     logger.on_trial_result(0, [trial], trial, {"epoch": 1, "val_acc": 0.5})
+    logger.on_step_end(0, [trial])  # not yet due
     _wait(logger)
     run_id = logger.runs[trial.trial_id]
     assert _steps(client, run_id) == []  # held: the trial ends now
@@ -100,6 +101,14 @@ def test_a_trials_last_epoch_goes_with_its_end_tags_in_one_write(store, monkeypa
         ["params"],
         ["metrics", "tags"],
     ]
+    # a trial whose end is late still has its last epoch sent after FLUSH_EVERY_S
+    late = _trial("l_00001")
+    logger.on_trial_start(0, [late], late)
+    logger.on_trial_result(0, [late], late, {"epoch": 1, "val_acc": 0.25})
+    monkeypatch.setattr(trial_logger_module, "FLUSH_EVERY_S", 0.0)
+    logger.on_step_end(1, [late])
+    _wait(logger)
+    assert _steps(client, logger.runs[late.trial_id]) == [1]
 
 
 def test_a_trial_that_stops_reporting_has_its_buffer_sent(store, monkeypatch):
