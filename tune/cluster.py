@@ -104,10 +104,6 @@ def _start_embedded(
             include_dashboard=False,
             log_to_driver=False,
             logging_level=log_level,
-            # No idle worker per CPU at the start: Tune's trial actors carry a runtime env of
-            # their own (tune.compat.prestart_ray_workers), so none of those was ever used; each
-            # took ~0.5 s of CPU while this process imported its stack.
-            _system_config={"enable_worker_prestart": False},
         )
     start_watchdog()
 
