@@ -209,11 +209,13 @@ def keep(where: Path, idle_s: float, first_workers: int) -> None:
         state.with_suffix(".tmp").replace(state)
         _watch(where, head, warm, idle_s, first_workers)
     finally:
-        with _locked(where / "lock"):
+        # The head goes whatever happens to the folder (a temporary RNNTUNE_HOME removed under
+        # it once left a head running with no keeper).
+        with contextlib.suppress(OSError), _locked(where / "lock"):
             said = _read(where)
             if said is not None and said.keeper == os.getpid():
                 (where / "state.json").unlink(missing_ok=True)
-        end_processes([psutil.Process(head.pid), *_tree(head.pid)], 10.0)
+        end_processes([p for p in (_process(head.pid), *_tree(head.pid)) if p is not None], 10.0)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -247,7 +249,23 @@ def _start_head(temp_dir: str, gcs: int, node_manager: int) -> subprocess.Popen:
     argv += ["--dashboard-agent-listen-port", str(free_port())]
     argv += ["--system-config", json.dumps(config)]
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=_end_with_parent)
+
+
+def _end_with_parent() -> None:
+    """In the head's `ray start` (before exec): SIGTERM when the keeper dies, even by SIGKILL;
+    `ray start --block` then stops every Ray process it started."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
 
 
 def _wait_for_ports(head: subprocess.Popen, *ports: int) -> None:

@@ -176,3 +176,19 @@ def test_the_warm_ray_stops_itself_after_its_idle_time(tmp_path):
         if head.alive():
             with contextlib.suppress(psutil.Error):
                 psutil.Process(head.keeper).terminate()
+
+
+@pytest.mark.slow  # a Ray head started and its keeper killed
+def test_a_killed_keeper_takes_its_head_with_it(tmp_path):
+    """The keeper SIGKILLed (OOM killer, `kill -9`): its `ray start` gets SIGTERM from the
+    kernel (parent-death signal) and stops every Ray process it started."""
+    env = _env(tmp_path, idle_s=600)
+    used = subprocess.run(
+        [sys.executable, "-c", "from tune import warm; print(warm.connect(1).address)"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert used.returncode == 0, used.stderr[-2000:]
+    head = _state(env)
+    assert head is not None and head.alive()
+    os.kill(head.keeper, signal.SIGKILL)
+    _wait(lambda: _gone(head), 60, "the head outlived its killed keeper")
