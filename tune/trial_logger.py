@@ -275,11 +275,11 @@ class MlflowTrialLogger(ray_tune.Callback):
         through = self.logged_through.get(run_id, 0)
         new = [m for m in metrics if m.step > through]
         size = MAX_METRICS_PER_BATCH
-        batches = [new[i : i + size] for i in range(0, len(new), size)] or [[]]
-        for i, batch in enumerate(batches):
-            last = tags if tags and i == len(batches) - 1 else []
-            if batch or last:
-                self.client.log_batch(run_id, metrics=batch, tags=last)
+        *full, last = [new[i : i + size] for i in range(0, len(new), size)] or [[]]
+        for batch in full:
+            self.client.log_batch(run_id, metrics=batch)
+        if last or tags:
+            self.client.log_batch(run_id, metrics=last, tags=tags or [])
         self.logged_through[run_id] = max([through, *(m.step for m in new)])
 
     def _finish(self, trial_id: str, status: str, tags: dict[str, str]) -> None:
