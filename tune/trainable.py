@@ -132,23 +132,25 @@ def run_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
     trial = _trial_train_spec(spec, config)  # typed from here on
     metric, mode = spec.monitor
     callbacks: list[pl.Callback] = [TuneReporter(metric, mode, entered)]
-    ckpt_path = None
-    checkpoint = ray_tune.get_checkpoint()
-    if checkpoint is not None:
-        local = checkpoint.to_directory()
-        ckpt_path = str(Path(local) / CHECKPOINT_FILE)
-        callbacks.append(_ApplyConfigLr(trial.optim.lr))
     out = Path(ray_tune.get_context().get_trial_dir()) / "lightning"
-    train(
-        trial,
-        out,
-        callbacks=callbacks,
-        logger=False,
-        enable_progress_bar=False,
-        run_test=False,  # the driver tests the best trial once, after the search
-        ckpt_path=ckpt_path,
-        save_checkpoints=False,  # Tune keeps the checkpoints, on the job's storage
-    )
+    # A restored checkpoint (resume, PBT's exploit) is copied into a folder of our own that goes
+    # when the trial ends: Ray's default target is a new /tmp folder that nobody removes.
+    with tempfile.TemporaryDirectory(prefix="rnntune-restore-") as tmp:
+        ckpt_path = None
+        checkpoint = ray_tune.get_checkpoint()
+        if checkpoint is not None:
+            ckpt_path = str(Path(checkpoint.to_directory(tmp)) / CHECKPOINT_FILE)
+            callbacks.append(_ApplyConfigLr(trial.optim.lr))
+        train(
+            trial,
+            out,
+            callbacks=callbacks,
+            logger=False,
+            enable_progress_bar=False,
+            run_test=False,  # the driver tests the best trial once, after the search
+            ckpt_path=ckpt_path,
+            save_checkpoints=False,  # Tune keeps the checkpoints, on the job's storage
+        )
 
 
 def _ddp_worker(loop_config: dict[str, Any]) -> None:

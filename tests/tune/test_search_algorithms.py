@@ -8,7 +8,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -101,6 +103,7 @@ def test_pbt_job_runs_and_exploits(ray_local, mlflow_server, tmp_path):
     # Epochs long enough (~0.5 s) that both trials run side by side and meet at perturbations,
     # and enough of them that they still do when one starts seconds late on a loaded machine.
     raw["data"] = {"name": "mnist1d", "limit": 1500}
+    leaked = set(Path(tempfile.gettempdir()).glob("checkpoint_tmp_*"))  # Ray's restore default
     summary = run_job(parse_job_spec(raw))
     client = MlflowClient(mlflow_server)
     exp = client.get_run(summary.parent_run_id).info.experiment_id
@@ -111,6 +114,8 @@ def test_pbt_job_runs_and_exploits(ray_local, mlflow_server, tmp_path):
     overlap = [(r.info.start_time, r.info.end_time) for r in runs]  # when they did not meet
     assert explored, (overlap, [r.data.tags for r in runs])
     assert summary.best_metric > 0.2
+    # An exploit restores a checkpoint into a folder the trial removes, not a new one in /tmp.
+    assert set(Path(tempfile.gettempdir()).glob("checkpoint_tmp_*")) <= leaked
 
 
 def test_checkpoints_on_s3(moto_s3, mlflow_server, tmp_path, ray_env):
