@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # only annotations: `rnntune run` starts Ray before MLflow is imported
@@ -190,6 +190,18 @@ def framework_settings(verbose: bool) -> None:
 # unbound ones again (tune.warm, between jobs); Ray ships no Python API for it. A worker serves
 # only actors of its own runtime env, and Tune gives every trial actor one (class_cache: a
 # Lightning setting and the variables it propagates from the driver), so the workers get that.
+def tune_actor_env_vars(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment variables of the runtime env Tune gives its trial actors, from a driver
+    with `environ` (this process's by default); set in their workers' environment too."""
+    environ = os.environ if environ is None else environ
+    try:
+        from ray.tune.execution.class_cache import DEFAULT_ENV_VARS, ENV_VARS_TO_PROPAGATE
+    except ImportError as e:
+        raise _moved("Tune's actor env (ray.tune.execution.class_cache)") from e
+    env_vars = dict(DEFAULT_ENV_VARS)
+    return env_vars | {k: environ[k] for k in ENV_VARS_TO_PROPAGATE if k in environ}
+
+
 def prestart_ray_workers(node_manager: str, count: int, keep_alive_s: int) -> None:
     """Asks the raylet at `node_manager` (host:port) for `count` idle Python workers bound to no
     job, with the runtime env of Tune's trial actors, kept `keep_alive_s` seconds while unused."""
@@ -202,12 +214,11 @@ def prestart_ray_workers(node_manager: str, count: int, keep_alive_s: int) -> No
         from ray._private.utils import get_runtime_env_info
         from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
         from ray.runtime_env import RuntimeEnv
-        from ray.tune.execution.class_cache import DEFAULT_ENV_VARS, ENV_VARS_TO_PROPAGATE
     except ImportError as e:
-        raise _moved("Ray's NodeManagerService.PrestartWorkers or Tune's actor env") from e
-    env_vars = dict(DEFAULT_ENV_VARS)
-    env_vars |= {k: os.environ[k] for k in ENV_VARS_TO_PROPAGATE if k in os.environ}
-    runtime_env = get_runtime_env_info(RuntimeEnv(env_vars=env_vars), is_job_runtime_env=False)
+        raise _moved("Ray's NodeManagerService.PrestartWorkers") from e
+    runtime_env = get_runtime_env_info(
+        RuntimeEnv(env_vars=tune_actor_env_vars()), is_job_runtime_env=False
+    )
     with grpc.insecure_channel(node_manager) as channel:
         stub = node_manager_pb2_grpc.NodeManagerServiceStub(
             grpc.intercept_channel(channel, SyncAuthenticationMetadataClientInterceptor())

@@ -238,13 +238,21 @@ def _new_token(where: Path) -> str | None:
 
 
 def _start_head(temp_dir: str, gcs: int, node_manager: int) -> subprocess.Popen:
-    # Ray's own prestart at the raylet's start makes workers without the runtime env Tune gives
-    # its trial actors (tune.compat.prestart_ray_workers), of no use to a trial: the keeper's.
-    config = {"preload_python_modules": list(PRELOAD), "enable_worker_prestart": False}
+    # Ray's own prestarts (at the raylet's start, and for the first driver that connects) make
+    # workers without the runtime env Tune gives its trial actors, of no use to a trial but
+    # holding a CPU's worth of imports: only the keeper's (tune.compat.prestart_ray_workers).
+    config = {
+        "preload_python_modules": list(PRELOAD),
+        "enable_worker_prestart": False,
+        "prestart_worker_first_driver": False,
+    }
     ray = Path(sys.executable).with_name("ray")
     argv = [str(ray), "start", "--head", "--block", "--disable-usage-stats"]
     argv += ["--temp-dir", temp_dir, "--port", str(gcs), "--node-manager-port", str(node_manager)]
     argv += ["--include-dashboard", "false", "--num-cpus", str(_cpus())]
+    # One node of fixed size, its drivers started with log_to_driver=False: no autoscaler
+    # monitor and no log monitor (two Python processes; the log monitor polls all the time).
+    argv += ["--no-monitor", "--include-log-monitor", "false"]
     argv += ["--ray-client-server-port", str(free_port())]
     argv += ["--dashboard-agent-listen-port", str(free_port())]
     argv += ["--system-config", json.dumps(config)]
@@ -318,18 +326,20 @@ def _live_leases(leases: Path) -> int:
 
 def _top_up(head_pid: int, warm: WarmRay, keep_alive_s: float, target: int) -> None:
     """Starts idle workers bound to no job until there are `target`."""
-    from tune.compat import prestart_ray_workers
+    from tune.compat import prestart_ray_workers, tune_actor_env_vars
 
-    ready = sum(1 for p in _tree(head_pid) if _unbound_worker(p))
+    actor_env = tune_actor_env_vars()
+    ready = sum(1 for p in _tree(head_pid) if _unbound_worker(p, actor_env))
     if ready < target:
         prestart_ray_workers(warm.node_manager, target - ready, int(keep_alive_s))
 
 
-def _unbound_worker(p: psutil.Process) -> bool:
-    """A worker started for no job, idle or still starting (an assigned one has its actor's
-    name)."""
+def _unbound_worker(p: psutil.Process, actor_env: dict[str, str]) -> bool:
+    """A worker started for no job with the runtime env of Tune's trial actors, idle or still
+    starting (an assigned one has its actor's name)."""
     try:
-        if p.environ().get("RAY_JOB_ID") != NIL_JOB:
+        env = p.environ()
+        if env.get("RAY_JOB_ID") != NIL_JOB or any(env.get(k) != v for k, v in actor_env.items()):
             return False
         name = p.name()
         return name == "ray::IDLE" or not name.startswith("ray::")

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tune import warm
+from tune.compat import tune_actor_env_vars
 
 RNNTUNE = str(Path(sys.executable).parent / "rnntune")
 
@@ -50,12 +51,12 @@ def _env(tmp_path: Path, idle_s: int) -> dict[str, str]:
     }
 
 
-def _spec(tmp_path: Path, name: str, epochs: int) -> Path:
+def _spec(tmp_path: Path, name: str, epochs: int, trials: int = 1) -> Path:
     spec = {
         "name": name,
         "data": {"name": "digits"},
         "model": {"cell_type": "gru", "hidden_size": 16},
-        "search_space": {"lr": {"grid": [0.01]}},
+        "search_space": {"lr": {"grid": [0.01 * (1 + i) for i in range(trials)]}},
         "search": {"algorithm": "grid", "num_samples": 1},
         "scheduler": {"name": "fifo"},
         "budget": {"max_epochs": epochs},
@@ -74,21 +75,33 @@ def _state(env: dict[str, str]) -> warm.WarmRay | None:
     return warm.WarmRay(**json.loads(states[0].read_text())) if states else None
 
 
-def _unbound_workers(head: warm.WarmRay) -> set[int]:
+def _unbound_workers(head: warm.WarmRay, env: dict[str, str]) -> set[int]:
+    """Idle workers bound to no job that Tune's trial actors can take."""
     keeper = psutil.Process(head.keeper)
-    return {p.pid for p in keeper.children(recursive=True) if warm._unbound_worker(p)}
+    actor_env = tune_actor_env_vars(env)
+    return {p.pid for p in keeper.children(recursive=True) if warm._unbound_worker(p, actor_env)}
+
+
+def _workers_of_no_job(head: warm.WarmRay) -> set[int]:
+    found = set()
+    for p in psutil.Process(head.keeper).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if p.environ().get("RAY_JOB_ID") == warm.NIL_JOB:
+                found.add(p.pid)
+    return found
 
 
 def _at_least(found: set[int], n: int) -> set[int] | None:
     return found if len(found) >= n else None
 
 
-def _trial_pid(storage: Path) -> int | None:
-    """The pid of the one trial's worker, once the trial has reported an epoch."""
+def _trial_pids(storage: Path, trials: int) -> set[int] | None:
+    """The pids of the trials' workers, once each of the `trials` has reported an epoch."""
     results = list(storage.glob("*/*/result.json"))
-    assert len(results) <= 1, results
-    lines = results[0].read_text().splitlines() if results else []
-    return json.loads(lines[-1])["pid"] if lines else None
+    lines = [r.read_text().splitlines() for r in results]
+    if len(results) < trials or not all(lines):
+        return None
+    return {json.loads(x[-1])["pid"] for x in lines}
 
 
 def _wait(condition, timeout: float, what: str):
@@ -107,8 +120,9 @@ def _gone(head: warm.WarmRay) -> bool:
 
 @pytest.mark.slow  # two searches on one warm Ray
 def test_the_next_run_trains_on_a_worker_started_before_it_and_dies_with_its_driver(tmp_path):
-    """A second run's trial takes one of the idle workers the keeper started between runs; the
-    run SIGKILLed, that worker ends with it and the warm Ray stays, until `rnntune down`."""
+    """A second run's trials take the idle workers the keeper started between runs (none of
+    Ray's own prestarted workers, which no trial can take, holds a CPU's worth of imports); the
+    run SIGKILLed, those workers end with it and the warm Ray stays, until `rnntune down`."""
     env = _env(tmp_path, idle_s=600)
     first = subprocess.run(
         [RNNTUNE, "run", str(_spec(tmp_path, "first", 1))], env=env, capture_output=True, text=True
@@ -118,32 +132,35 @@ def test_the_next_run_trains_on_a_worker_started_before_it_and_dies_with_its_dri
     assert "kept warm for the next runs (10 min unused" in first.stderr, first.stderr
     head = _state(env)
     assert head is not None and head.alive()  # the warm Ray outlived the run
-    # between runs the keeper starts idle workers bound to no job, with torch imported
-    cpus = os.cpu_count() or 1
-    ready = _wait(lambda: _at_least(_unbound_workers(head), cpus), 60, "no idle workers")
-    proc = subprocess.Popen(
-        [RNNTUNE, "run", str(_spec(tmp_path, "killed", 200))],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = None
     try:
-        trial = _wait(lambda: _trial_pid(tmp_path / "killed"), 180, "no trial reported")
+        # between runs the keeper starts idle workers bound to no job, with torch imported
+        cpus = os.cpu_count() or 1
+        ready = _wait(lambda: _at_least(_unbound_workers(head, env), cpus), 60, "no idle workers")
+        assert _workers_of_no_job(head) <= _unbound_workers(head, env)  # none a trial can't use
+        trials = min(2, cpus)
+        proc = subprocess.Popen(
+            [RNNTUNE, "run", str(_spec(tmp_path, "killed", 200, trials))],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        pids = _wait(lambda: _trial_pids(tmp_path / "killed", trials), 180, "no trials reported")
         assert _state(env).keeper == head.keeper  # the same warm Ray
-        assert trial in ready  # a worker started before this run
-        trial = psutil.Process(trial)
+        assert pids <= ready and len(pids) == trials  # workers started before this run
+        workers = [psutil.Process(pid) for pid in pids]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        _, alive = psutil.wait_procs([trial], timeout=30)
-        assert not alive, "the killed job's trial worker outlived it"
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, "the killed job's trial workers outlived it"
         assert head.alive()  # the warm Ray stays for the next run
         _wait(lambda: not list(Path(env["RNNTUNE_HOME"]).glob("warm/*/leases/*")), 10, "lease")
         down = subprocess.run([RNNTUNE, "down"], env=env, capture_output=True, text=True)
         assert down.returncode == 0 and "stopped 1 warm Ray of `rnntune run`" in down.stdout
         _wait(lambda: _gone(head), 30, "`rnntune down` left the warm Ray running")
     finally:
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             proc.kill()
         if head.alive():
             with contextlib.suppress(psutil.Error):
