@@ -80,7 +80,10 @@ def key() -> str:
         if k not in VOLATILE and not k.startswith(VOLATILE_PREFIXES)
     )
     digest = hashlib.sha256()
-    for part in (sys.executable, os.getcwd(), json.dumps(env), _code_stamp()):
+    # The Python by its environment, not its path: `rnntune` (python3) and `python -m tune`
+    # (python) of one virtualenv share a warm Ray.
+    python = f"{sys.prefix}:{sys.version}"
+    for part in (python, os.getcwd(), json.dumps(env), _code_stamp()):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:16]
 
