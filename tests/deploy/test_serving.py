@@ -284,12 +284,18 @@ def test_promotion_under_load_drops_no_request(ray_serve, models, mlflow_server)
     MlflowClient(mlflow_server).set_registered_model_alias(
         CLASSIFIER, "champion", models["v2"].version
     )
+
+    def each_replicas_last() -> dict[str, str | None]:
+        return {replica: version for _, version, replica in list(results)}
+
+    # each replica switches on its own poll, once it has loaded v2: wait for both (a loaded
+    # machine once had one answer v1 for over 2 s after the other's first v2)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and models["v2"].version not in {
-        v for _, v, _ in results[-50:]
+    while time.monotonic() < deadline and set(each_replicas_last().values()) != {
+        models["v2"].version
     }:
         time.sleep(0.5)
-    time.sleep(2)
+    time.sleep(1)
     stop.set()
     for t in threads:
         t.join()
@@ -297,7 +303,7 @@ def test_promotion_under_load_drops_no_request(ray_serve, models, mlflow_server)
     versions = [v for _, v, _ in results]
     assert len(results) > 50 and set(statuses) == {200}, statuses.count(200)
     assert versions[0] == models["v1"].version and versions[-1] == models["v2"].version
-    last = {replica: version for _, version, replica in results}  # each replica's last answer
+    last = each_replicas_last()
     assert len(last) == 2  # concurrent callers reached both replicas through the proxy
     assert set(last.values()) == {models["v2"].version}  # and both switched
 
