@@ -122,19 +122,19 @@ def wait_for_idle_workers(home: Path, env: dict[str, str], timeout: float = 60.0
     head = warm.WarmRay(**json.loads(states[0].read_text()))
     actor_env = tune_actor_env_vars(env)
     while time.monotonic() - start < timeout:
-        idle = [
-            p
-            for p in psutil.Process(head.keeper).children(recursive=True)
-            if warm._unbound_worker(p, actor_env) and p.name() == "ray::IDLE"
-        ]
-        before = sum(p.cpu_times().user for p in idle)
+        with contextlib.suppress(psutil.Error):  # a worker may end while it is looked at
+            idle = [
+                p
+                for p in psutil.Process(head.keeper).children(recursive=True)
+                if warm._unbound_worker(p, actor_env) and p.name() == "ray::IDLE"
+            ]
+            before = sum(p.cpu_times().user for p in idle)
+            time.sleep(0.5)
+            if len(idle) >= (os.cpu_count() or 1):
+                if sum(p.cpu_times().user for p in idle) - before < 0.05:
+                    break
+            continue
         time.sleep(0.5)
-        with contextlib.suppress(psutil.Error):
-            if (
-                len(idle) >= (os.cpu_count() or 1)
-                and sum(p.cpu_times().user for p in idle) - before < 0.05
-            ):
-                break
     return time.monotonic() - start
 
 

@@ -25,7 +25,7 @@ from tune.parent_run import dataset_input, existing_trial_runs, open_parent_run
 from tune.policy import Policy
 from tune.protocol import adapt, read_plan, search_time_budget
 from tune.registry import claim_model_name, job_user
-from tune.space import searching_line
+from tune.space import searching_line, trial_count
 from tune.spec import JobSpec, new_job_id, with_absolute_data_paths
 from tune.storage import Storage, resolve_storage, save_spec
 from tune.summary import JobSummary
@@ -61,7 +61,7 @@ def run_job(
     system = start_system_metrics(job.client, job.parent, callback.writer.submit)
     searching = True
     try:
-        warm_up = WarmUpForTheEnd(job.spec.samples, search_budget)
+        warm_up = WarmUpForTheEnd(trial_count(job.spec), search_budget)
         callbacks = [callback, *([live] if live else []), warm_up]
         tuner = build_tuner(
             job.spec, job.job_id, storage, callbacks, resume, verbose, search_budget
@@ -171,16 +171,18 @@ class WarmUpForTheEnd(ray_tune.Callback):
 
     LEAD_S = 15.0
 
-    def __init__(self, samples: int, search_budget_s: float | None) -> None:
-        self.samples = samples  # -1: until the budget is spent
+    def __init__(self, trials: int | None, search_budget_s: float | None) -> None:
+        self.trials = trials  # tune.space.trial_count: None until the budget is spent
         self.late = None if search_budget_s is None else time.monotonic() + search_budget_s
         self.thread: threading.Thread | None = None
 
     def on_step_begin(self, iteration: int, trials: list, **info) -> None:
         if self.thread is not None:
             return
-        all_started = 0 <= self.samples <= len(trials) and not any(
-            t.status == "PENDING" for t in trials
+        all_started = (
+            self.trials is not None
+            and len(trials) >= self.trials
+            and not any(t.status == "PENDING" for t in trials)
         )
         if all_started or (self.late is not None and time.monotonic() > self.late - self.LEAD_S):
             self.thread = threading.Thread(target=_import_training_stack, daemon=True)

@@ -46,7 +46,7 @@ def test_the_training_stack_is_imported_once_the_last_trial_has_started(monkeypa
     """Registering needs torch: imported while the last trials run, not beside the first ones."""
     imported = []
     monkeypatch.setattr(driver, "_import_training_stack", lambda: imported.append(True))
-    warm_up = driver.WarmUpForTheEnd(samples=3, search_budget_s=None)
+    warm_up = driver.WarmUpForTheEnd(trials=3, search_budget_s=None)
     warm_up.on_step_begin(0, _trials("RUNNING", "PENDING"))
     warm_up.on_step_begin(1, _trials("RUNNING", "RUNNING"))  # the third not made yet
     assert warm_up.thread is None
@@ -59,10 +59,29 @@ def test_the_training_stack_is_imported_once_the_last_trial_has_started(monkeypa
 def test_a_search_until_its_budget_imports_it_before_the_budget_ends(monkeypatch):
     imported = []
     monkeypatch.setattr(driver, "_import_training_stack", lambda: imported.append(True))
-    long = driver.WarmUpForTheEnd(samples=-1, search_budget_s=600)
+    long = driver.WarmUpForTheEnd(trials=None, search_budget_s=600)
     long.on_step_begin(0, _trials("RUNNING", "RUNNING"))
     assert long.thread is None  # its trials keep coming for minutes
-    short = driver.WarmUpForTheEnd(samples=-1, search_budget_s=driver.WarmUpForTheEnd.LEAD_S)
+    short = driver.WarmUpForTheEnd(trials=None, search_budget_s=driver.WarmUpForTheEnd.LEAD_S)
     short.on_step_begin(0, _trials("RUNNING", "PENDING"))
     short.thread.join(5)
     assert imported == [True]
+
+
+def test_a_grid_search_counts_its_cells_not_its_samples(monkeypatch):
+    """`search.num_samples: 1` of a 4-cell grid is 4 trials (tune.space.trial_count)."""
+    from tune.space import trial_count
+    from tune.spec import parse_job_spec
+
+    imported = []
+    monkeypatch.setattr(driver, "_import_training_stack", lambda: imported.append(True))
+    spec = parse_job_spec(
+        {
+            "data": {"name": "digits"},
+            "search_space": {"hidden_size": {"grid": [8, 16, 32, 64]}},
+            "search": {"num_samples": 1},
+        }
+    )
+    warm_up = driver.WarmUpForTheEnd(trial_count(spec), search_budget_s=None)
+    warm_up.on_step_begin(0, _trials("RUNNING", "RUNNING"))
+    assert warm_up.thread is None and imported == []
