@@ -97,11 +97,17 @@ def test_pbt_job_runs_and_exploits(ray_local, mlflow_server, tmp_path):
         "pbt-test",
         search_space={"lr": {"choice": [1e-4, 0.02]}},
         search={"num_samples": 2, "max_concurrent": 2, "seed": 1},
-        scheduler={"name": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5},
-        budget={"max_epochs": 14},
+        # synch: every perturbation waits for both trials, so the worse one always meets the
+        # better (async PBT once went 14 epochs without an exploit on a loaded machine)
+        scheduler={
+            "name": "pbt",
+            "perturbation_interval": 1,
+            "quantile_fraction": 0.5,
+            "synch": True,
+        },
+        budget={"max_epochs": 6},
     )
-    # Epochs long enough (~0.5 s) that both trials run side by side and meet at perturbations,
-    # and enough of them that they still do when one starts seconds late on a loaded machine.
+    # Epochs of ~0.5 s: both trials train side by side between the synchronous perturbations.
     raw["data"] = {"name": "mnist1d", "limit": 1500}
     leaked = set(Path(tempfile.gettempdir()).glob("checkpoint_tmp_*"))  # Ray's restore default
     summary = run_job(parse_job_spec(raw))
