@@ -1,7 +1,12 @@
 """The launchers' port choice: outside the ranges other processes bind on their own."""
 
-import multiprocessing
+import json
+import os
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from tune import local
 
@@ -14,15 +19,32 @@ def test_free_ports_lie_between_rays_worker_ports_and_the_ephemeral_range():
     assert len(set(ports)) == len(ports)  # each one claimed: never handed out twice
 
 
-def _ports(n: int) -> list[int]:
-    return [local.free_port() for _ in range(n)]
+# Two separate interpreters (not a fork of this one: a fork of a process with threads, as a
+# pytest worker has after in-process jobs, can hang on a lock a thread held at the fork). Each
+# waits for the `go` file so that both choose their ports at the same time.
+PORTS_SCRIPT = """
+import json, os, sys, time
+from pathlib import Path
+from tune import local
+local.OWN_PORTS = (20000, 20300)  # crowded: collisions would show
+local.PORT_CLAIMS = Path(sys.argv[1])
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.01)
+print(json.dumps([local.free_port() for _ in range(100)]))
+"""
 
 
-def test_two_processes_never_get_the_same_port(monkeypatch, tmp_path):
-    monkeypatch.setattr(local, "OWN_PORTS", (20000, 20300))  # crowded: collisions would show
-    monkeypatch.setattr(local, "PORT_CLAIMS", tmp_path / "claims")
-    with multiprocessing.get_context("fork").Pool(2) as pool:
-        first, second = pool.map(_ports, [100, 100])
+def test_two_processes_never_get_the_same_port(tmp_path):
+    go = tmp_path / "go"
+    root = Path(__file__).resolve().parents[2]
+    env = os.environ | {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    }
+    args = [sys.executable, "-c", PORTS_SCRIPT, str(tmp_path / "claims"), str(go)]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    time.sleep(0.5)
+    go.touch()
+    first, second = (json.loads(p.communicate(timeout=60)[0]) for p in procs)
     assert not set(first) & set(second), set(first) & set(second)
     assert len(set(first)) == 100 and len(set(second)) == 100
 
