@@ -72,10 +72,13 @@ def setup_tracking(spec: JobSpec, local_root: Path | None) -> Tracking:
         reserve = hold_reserve(root)
         uri = embedded_tracking_uri(root)
         artifacts = (root / "mlartifacts").as_uri()
-    if artifacts is not None:
+    if not uri.startswith(("http:", "https:")):
         # a new store says "Creating initial MLflow database tables..." and "Updating database
-        # tables" at INFO on the console when the client opens it: nothing a user acts on
-        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+        # tables" at INFO on the console when the client opens it: nothing a user acts on. And a
+        # refused write (a full disk, a locked file) logs its whole traceback at ERROR before it
+        # is raised as an MlflowException carrying the same message, which the writer reports
+        # in one line (tune.writer): the console shows that line, not the traceback
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     client = MlflowClient(uri)
     if artifacts is not None:
         _commit_without_fsync(client)
