@@ -245,7 +245,9 @@ def test_a_search_rides_out_an_mlflow_outage_and_delivers_every_epoch_in_order(t
     root.mkdir()
     server = start_mlflow_server(root, port)
     url = server.url
-    epochs = 50
+    # ~0.07 s an epoch on an idle machine: 200 keep both trials training well past the moment
+    # both have logged, which a loaded machine delays by seconds (50 once ended before it)
+    epochs = 200
     raw = _two_digit_trials(tmp_path, url, "outage", epochs, registry={"enabled": False})
     spec = tmp_path / "outage.yaml"
     spec.write_text(yaml.safe_dump(raw))
