@@ -289,7 +289,9 @@ def test_system_metrics_stop_at_once_while_mlflow_is_down_and_keep_their_samples
     down = MlflowClient(f"http://127.0.0.1:{free_port()}")
     writer = OrderedWriter("down", give_up_after_s=5)  # then gives up: the test is over
     sampler = SystemMetrics(down, "0" * 32, writer.submit, interval=0.1).start()
-    time.sleep(0.6)
+    deadline = time.monotonic() + 20  # a sample each 0.1 s; slower on a loaded machine
+    while writer.queued < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
     started = time.monotonic()
     sampler.stop()
     assert time.monotonic() - started < 1.5  # at most the one second stop() gives a sample
