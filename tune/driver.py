@@ -82,6 +82,8 @@ def run_job(
         if instead is None:
             raise
         raise instead from e
+    finally:
+        callback.close()
 
 
 def _open(spec: JobSpec, job_id: str, clock: JobClock) -> tuple[OpenJob, Storage, object]:

@@ -139,6 +139,11 @@ class MlflowTrialLogger(ray_tune.Callback):
         state |= {"_client": None, "_writer": None, "buffered": {}, "flushed_at": {}}
         return state | {"creating": set()}  # a restored logger's writer has nothing queued
 
+    def close(self) -> None:
+        """The job is over: the writer's thread ends once its queue is empty."""
+        if self._writer is not None:
+            self._writer.close()
+
     def drain(self, timeout: float | None = None) -> bool:
         """Every metric buffered so far queued, and every queued write delivered."""
         for trial_id in list(self.buffered):

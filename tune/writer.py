@@ -72,13 +72,30 @@ class OrderedWriter:
         self.parked: list[Callable[[], None]] = []
         self._queue: collections.deque[Callable[[], None]] = collections.deque()
         self._busy = False
+        self._closing = False
+        self._running = True  # False once the thread has ended after a close (under _cv)
         self._cv = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="rnntune-mlflow-writer", daemon=True)
-        self._thread.start()
+        self._thread = self._start()
+
+    def _start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="rnntune-mlflow-writer", daemon=True)
+        thread.start()
+        return thread
 
     def submit(self, write: Callable[[], None]) -> None:
         with self._cv:
             self._queue.append(write)
+            self._closing = False
+            if not self._running:  # closed and ended: a write after the close
+                self._running = True
+                self._thread = self._start()
+            self._cv.notify_all()
+
+    def close(self) -> None:
+        """Lets the thread end once every queued write is sent (or dropped); it does not wait
+        for that. A process that runs jobs one after another keeps no idle thread per job."""
+        with self._cv:
+            self._closing = True
             self._cv.notify_all()
 
     @property
@@ -107,6 +124,9 @@ class OrderedWriter:
         while True:
             with self._cv:
                 while not self._queue:
+                    if self._closing:
+                        self._running = False
+                        return
                     self._cv.wait()
                 write = self._queue[0]
                 self._busy = True

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -84,10 +85,16 @@ def test_optuna_job_runs(ray_local, mlflow_server, tmp_path):
             budget={"max_epochs": 2},
         )
     )
+    before = set(threading.enumerate())
     summary = run_job(spec)
     params = _child_params(mlflow_server, summary.parent_run_id)
     assert len(params) == 3 and summary.best_metric > 0.2
     assert len({p["lr"] for p in params}) == 3
+    # the job's MLflow writer thread ends with it: a process running jobs keeps no thread each
+    writers = [t for t in set(threading.enumerate()) - before if t.name == "rnntune-mlflow-writer"]
+    for t in writers:
+        t.join(10)
+    assert not [t for t in writers if t.is_alive()]
 
 
 def test_pbt_job_runs_and_exploits(ray_local, mlflow_server, tmp_path):

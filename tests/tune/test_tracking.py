@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
@@ -165,6 +166,18 @@ def test_writes_held_through_an_outage_arrive_once_and_in_order(monkeypatch):
         writer.submit(lambda i=i: server(sent, i))
     assert writer.drain(30)
     assert sent == list(range(50)) and writer.lost == 0
+
+
+def test_a_closed_writer_sends_its_queue_then_ends_and_a_later_write_still_goes():
+    writer, sent, gate = OrderedWriter("test"), [], threading.Event()
+    writer.submit(gate.wait)  # the thread is busy: the close finds a queue
+    writer.submit(lambda: sent.append(1))
+    writer.close()
+    gate.set()
+    writer._thread.join(10)
+    assert sent == [1] and not writer._thread.is_alive()  # queue sent, then the thread ended
+    writer.submit(lambda: sent.append(2))  # after the close: a thread again, the write sent
+    assert writer.drain(10) and sent == [1, 2]
 
 
 def test_a_refused_write_is_dropped_and_counted_the_rest_go_on():
