@@ -145,7 +145,13 @@ def finish(code: int) -> int:
     if "pyarrow" in sys.modules:
         # a Parquet reader's threads can outlive the interpreter's teardown and abort the
         # process after its work is done ("terminate called without an active exception",
-        # exit -6; apache/arrow#34314, open): seen once in `rnntune data inspect`'s error exit
+        # exit -6; apache/arrow#34314, open): seen once in `rnntune data inspect`'s error exit.
+        # Non-daemon threads are waited for first, as the interpreter's own exit does
+        import threading
+
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and not thread.daemon:
+                thread.join()
         quick_exit(code)
     return code
 
