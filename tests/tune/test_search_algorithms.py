@@ -163,15 +163,18 @@ def test_checkpoints_on_s3(moto_s3, mlflow_server, tmp_path, ray_env):
     files = fs.find("ckpts/jobs/s3job")
     assert any(f.endswith("model.ckpt") for f in files), files
     assert any(f.endswith("job_spec.json") for f in files)
-    assert "registered s3-test-model v1" in proc.stdout
     console = (proc.stdout + proc.stderr).splitlines()
-    assert len(console) < 40, "\n".join(console)
-    assert not [line for line in console if "snapshotting" in line or "Warning" in line]
+    said = "\n".join(console)  # every message below: what the console showed
+    assert "registered s3-test-model v1" in proc.stdout, said
+    assert len(console) < 40, said
+    assert not [line for line in console if "snapshotting" in line or "Warning" in line], said
     assert proc.stderr == "", proc.stderr  # no Ray token-auth line, no MLflow table creation
     ended = [line for line in console if " hidden_size=" in line and "completed after 2" in line]
-    assert len(ended) == 3 and {line.split()[0] for line in ended} == {"1/3", "2/3", "3/3"}
-    assert "job s3job: 3 trials (3 completed)" in proc.stdout
-    assert "3/3 trials done | 0 running | 0 early-stopped | 0 failed | best val_acc" in proc.stdout
+    assert len(ended) == 3 and {line.split()[0] for line in ended} == {"1/3", "2/3", "3/3"}, said
+    assert "job s3job: 3 trials (3 completed)" in proc.stdout, said
+    assert (
+        "3/3 trials done | 0 running | 0 early-stopped | 0 failed | best val_acc" in proc.stdout
+    ), said
 
 
 def test_killed_driver_resumes_without_duplicate_runs(mlflow_server, tmp_path, ray_env):
