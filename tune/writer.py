@@ -85,8 +85,7 @@ class OrderedWriter:
     def submit(self, write: Callable[[], None]) -> None:
         with self._cv:
             self._queue.append(write)
-            self._closing = False
-            if not self._running:  # closed and ended: a write after the close
+            if not self._running:  # closed and ended: a write after the close is sent too
                 self._running = True
                 self._thread = self._start()
             self._cv.notify_all()

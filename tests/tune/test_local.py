@@ -1,13 +1,12 @@
 """The launchers' port choice: outside the ranges other processes bind on their own."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+from tests.support.paths import ROOT
 from tune import local
 
 
@@ -36,12 +35,8 @@ print(json.dumps([local.free_port() for _ in range(100)]))
 
 def test_two_processes_never_get_the_same_port(tmp_path):
     go = tmp_path / "go"
-    root = Path(__file__).resolve().parents[2]
-    env = os.environ | {
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
-    }
     args = [sys.executable, "-c", PORTS_SCRIPT, str(tmp_path / "claims"), str(go)]
-    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(2)]
     time.sleep(0.5)
     go.touch()
     first, second = (json.loads(p.communicate(timeout=60)[0]) for p in procs)
